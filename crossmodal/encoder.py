@@ -1,0 +1,241 @@
+"""The encoder: the one module that talks to open_clip and torch.
+
+Images (PIL) and texts in, L2-normalised float32 vectors out, one forward pass per batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from crossmodal.errors import ModelLoadError
+from crossmodal.models import ModelIdentity, ModelSpec, SpecKind, parse_model_spec
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "fp16", "bf16")
+DEVICES = ("cuda", "mps", "cpu")
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    device: str = "auto"  # "auto" picks CUDA, then Apple MPS, then CPU; or name one
+    precision: str = "auto"  # "auto" picks fp16 on CUDA, fp32 elsewhere; or fp32 / fp16 / bf16
+    batch_size: int = 64  # images (or texts) per forward pass
+
+
+def resolve_device(requested: str = "auto") -> str:
+    import torch
+
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    base = requested.split(":")[0]
+    if base not in DEVICES:
+        raise ModelLoadError(f"unknown device {requested!r}; choose one of auto, {', '.join(DEVICES)}")
+    if base == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError("device 'cuda' was asked for but torch sees no CUDA GPU; use --device cpu")
+    if base == "mps" and not torch.backends.mps.is_available():
+        raise ModelLoadError("device 'mps' was asked for but it is not available; use --device cpu")
+    return requested
+
+
+def resolve_precision(device: str, requested: str = "auto") -> str:
+    if requested == "auto":
+        return "fp16" if device.startswith("cuda") else "fp32"
+    if requested not in PRECISIONS:
+        raise ModelLoadError(
+            f"unknown precision {requested!r}; choose one of auto, {', '.join(PRECISIONS)}"
+        )
+    if requested == "fp16" and device == "cpu":
+        raise ModelLoadError("fp16 is not supported on CPU; use --precision bf16 or fp32")
+    return requested
+
+
+def _dtype(precision: str) -> torch.dtype:
+    import torch
+
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def _fingerprint(spec: ModelSpec) -> str:
+    if spec.kind is SpecKind.PRETRAINED:
+        return spec.text
+    if spec.kind is SpecKind.HF_HUB:
+        return spec.text
+    assert spec.path is not None
+    if spec.kind is SpecKind.CHECKPOINT:
+        return f"{spec.arch}@sha256:{_file_digest(spec.path)}"
+    digests = [_file_digest(p) for p in sorted(spec.path.iterdir())
+               if p.suffix in (".safetensors", ".bin", ".pth", ".pt", ".json")]
+    return "local@sha256:" + hashlib.sha256("".join(digests).encode()).hexdigest()[:16]
+
+
+def _describe_preprocess(cfg: dict[str, Any]) -> str:
+    size = cfg.get("size")
+    parts = [
+        f"size={size}",
+        f"resize={cfg.get('resize_mode', 'shortest')}",
+        f"interp={cfg.get('interpolation', 'bicubic')}",
+        "mean=" + ",".join(f"{v:.4f}" for v in cfg.get("mean", ())),
+        "std=" + ",".join(f"{v:.4f}" for v in cfg.get("std", ())),
+    ]
+    return " ".join(parts)
+
+
+def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class ClipEncoder:
+    """An open_clip model ready for inference. Create it with `load_encoder`."""
+
+    def __init__(self, model: Any, preprocess: Any, tokenizer: Any, identity: ModelIdentity,
+                 device: str, precision: str, batch_size: int) -> None:
+        self.model = model
+        self.preprocess = preprocess  # PIL image -> CHW float tensor, open_clip's eval transform
+        self.tokenizer = tokenizer
+        self.identity = identity
+        self.device = device
+        self.precision = precision
+        self.batch_size = batch_size
+        self.logit_scale = float(model.logit_scale.exp().item())
+
+    @property
+    def dim(self) -> int:
+        return self.identity.dim
+
+    def encode_pixels(self, pixels: torch.Tensor) -> np.ndarray:
+        """Encode a preprocessed batch (N, 3, H, W) in one forward pass."""
+        import torch
+
+        with torch.inference_mode():
+            batch = pixels.to(self.device, dtype=_dtype(self.precision), non_blocking=True)
+            features = self.model.encode_image(batch)
+            return _normalised(features)
+
+    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        import torch
+
+        out = [np.empty((0, self.dim), np.float32)]
+        for chunk in _batches(images, self.batch_size):
+            pixels = torch.stack([self.preprocess(image) for image in chunk])
+            out.append(self.encode_pixels(pixels))
+        return np.concatenate(out)
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        import torch
+
+        out = [np.empty((0, self.dim), np.float32)]
+        with torch.inference_mode():
+            for chunk in _batches(list(texts), self.batch_size):
+                tokens = self.tokenizer(list(chunk)).to(self.device)
+                out.append(_normalised(self.model.encode_text(tokens)))
+        return np.concatenate(out)
+
+
+def _normalised(features: torch.Tensor) -> np.ndarray:
+    import torch
+
+    features = torch.nn.functional.normalize(features.float(), dim=-1)
+    return features.cpu().numpy().astype(np.float32, copy=False)
+
+
+def load_encoder(spec: str | ModelSpec, config: EncoderConfig | None = None) -> ClipEncoder:
+    """Create the model, its preprocessing and tokenizer on the chosen device and precision."""
+    import open_clip
+    import torch
+
+    config = config or EncoderConfig()
+    parsed = spec if isinstance(spec, ModelSpec) else parse_model_spec(spec)
+    device = resolve_device(config.device)
+    precision = resolve_precision(device, config.precision)
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            parsed.open_clip_name,
+            pretrained=parsed.open_clip_pretrained,
+            device=device,
+            weights_only=True,  # never execute code from a checkpoint
+        )
+        tokenizer = open_clip.get_tokenizer(parsed.open_clip_name)
+    except Exception as exc:  # open_clip raises many kinds; the user needs one clear message
+        raise ModelLoadError(_load_hint(parsed, exc)) from exc
+    model.eval()
+    if precision != "fp32":
+        model.to(dtype=_dtype(precision))
+    with torch.inference_mode():
+        dim = int(model.encode_text(tokenizer(["a"]).to(device)).shape[-1])
+    identity = ModelIdentity(
+        spec=parsed.text,
+        fingerprint=_fingerprint(parsed),
+        dim=dim,
+        preprocess=_describe_preprocess(dict(model.visual.preprocess_cfg)),
+    )
+    log.info("loaded %s on %s (%s)", parsed.text, device, precision)
+    return ClipEncoder(model, preprocess, tokenizer, identity, device, precision, config.batch_size)
+
+
+def _load_hint(spec: ModelSpec, exc: Exception) -> str:
+    message = f"could not load model {spec.text!r}: {type(exc).__name__}: {exc}"
+    if spec.kind in (SpecKind.PRETRAINED, SpecKind.HF_HUB):
+        message += (
+            "\nIf this machine is offline, the weights cannot be downloaded: name a local model "
+            "directory with --model DIR (or the CROSSMODAL_MODEL variable). "
+            "List valid architecture:tag pairs with `crossmodal models`."
+        )
+    return message
+
+
+def save_model_dir(model: Any, model_cfg: dict[str, Any], path: Path,
+                   preprocess_cfg: dict[str, Any] | None = None) -> Path:
+    """Write `model` in open_clip's local model format: open_clip_config.json + safetensors.
+
+    Any command accepts the directory back as `--model DIR`.
+    """
+    from safetensors.torch import save_file
+
+    path.mkdir(parents=True, exist_ok=True)
+    config = {"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg or {}}
+    (path / "open_clip_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    state = {k: v.detach().float().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(state, str(path / "open_clip_model.safetensors"))
+    return path
+
+
+def create_model_from_config(model_cfg: dict[str, Any], seed: int = 0) -> Any:
+    """A randomly initialised open_clip model for an architecture written as a config dict."""
+    import open_clip
+    import torch
+
+    torch.manual_seed(seed)
+    return open_clip.CLIP(**model_cfg)
+
+
+def list_pretrained() -> list[tuple[str, str]]:
+    """Every (architecture, pretrained tag) pair open_clip knows how to download."""
+    import open_clip
+
+    return [(arch, tag) for arch, tag in open_clip.list_pretrained()]

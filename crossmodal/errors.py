@@ -1,0 +1,67 @@
+"""Typed errors a caller must act on. Each message says what went wrong, where, and how to fix it."""
+
+from __future__ import annotations
+
+
+class CrossmodalError(Exception):
+    """Base class for every error crossmodal raises on purpose."""
+
+
+class ModelSpecError(CrossmodalError, ValueError):
+    """A model spec string could not be parsed."""
+
+    def __init__(self, spec: str, reason: str) -> None:
+        self.spec = spec
+        self.reason = reason
+        super().__init__(
+            f"cannot understand model {spec!r}: {reason}\n"
+            "Valid forms:\n"
+            "  ARCH:PRETRAINED      an open_clip architecture and pretrained tag, "
+            "e.g. ViT-B-32:laion2b_s34b_b79k\n"
+            "  hf-hub:ORG/REPO      an open_clip model on the Hugging Face hub\n"
+            "  DIR                  a local model directory with open_clip_config.json and weights\n"
+            "  ARCH:FILE            an open_clip architecture with a local checkpoint "
+            "(.safetensors, .pt, .bin)"
+        )
+
+
+class ModelLoadError(CrossmodalError):
+    """The model could not be created or its weights could not be loaded."""
+
+
+class ModelMismatchError(CrossmodalError):
+    """A table was built by another model than the one in use."""
+
+    def __init__(self, table: str, table_model: str, current_model: str, fix: str) -> None:
+        self.table = table
+        self.table_model = table_model
+        self.current_model = current_model
+        self.fix = fix
+        super().__init__(
+            f"table {table!r} was built with model {table_model!r}, "
+            f"but the model in use is {current_model!r}; vectors of different models cannot be "
+            f"compared.\nFix: {fix}"
+        )
+
+
+class StoreError(CrossmodalError):
+    """The database is missing, unreadable, or not a crossmodal database."""
+
+
+class TableNotFoundError(StoreError):
+    """A table the caller asked for does not exist yet."""
+
+    def __init__(self, table: str, db: str, fix: str) -> None:
+        self.table = table
+        self.db = db
+        self.fix = fix
+        super().__init__(f"no table {table!r} in database {db}.\nFix: {fix}")
+
+
+class ImageDecodeError(CrossmodalError):
+    """One image could not be read; indexing records it and moves on."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
