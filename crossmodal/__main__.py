@@ -1,0 +1,5 @@
+"""`python -m crossmodal` runs the CLI."""
+
+from crossmodal.cli import main
+
+main()

@@ -1,0 +1,20 @@
+"""The command line: converts arguments into library calls and results into text. No logic here."""
+
+from __future__ import annotations
+
+import click
+
+from crossmodal.cli import indexing, searching
+from crossmodal.cli.options import setup_logging
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.version_option(package_name="crossmodal")
+def main(verbose: int) -> None:
+    """crossmodal: search your photos by text, by example image, or ask what an image shows."""
+    setup_logging(verbose)
+
+
+for command in (*indexing.COMMANDS, *searching.COMMANDS):
+    main.add_command(command)

@@ -1,0 +1,172 @@
+"""CLI commands that build and describe a database: index, info, models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from crossmodal.cli.options import (
+    choose_model,
+    db_option,
+    err,
+    friendly_errors,
+    json_option,
+    load,
+    model_options,
+    out,
+    print_json,
+)
+from crossmodal.indexing import IndexConfig, IndexProgress, IndexReport, index_folder
+from crossmodal.store import IMAGES, TEXT_PREFIX, Store
+
+
+@click.command()
+@click.argument("photos_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@db_option
+@model_options
+@click.option("--rebuild", is_flag=True, help="Drop the image table first (to switch models).")
+@click.option("--include-hidden", is_flag=True, help="Also index hidden files and folders.")
+@json_option
+@friendly_errors
+def index(
+    photos_dir: Path,
+    db_dir: Path,
+    model_spec: str | None,
+    device: str,
+    precision: str,
+    batch_size: int,
+    rebuild: bool,
+    include_hidden: bool,
+    as_json: bool,
+) -> None:
+    """Index every image under PHOTOS_DIR (recursively) into the database.
+
+    Re-running does only the needed work: new and changed photos are encoded, moved ones keep
+    their vectors, deleted ones leave the table.
+    """
+    store = Store.open(db_dir, create=True)
+    spec = choose_model(None if rebuild else store, model_spec)
+    encoder = load(spec, device, precision, batch_size)
+    config = IndexConfig(batch_size=batch_size, include_hidden=include_hidden, rebuild=rebuild)
+    with Progress(
+        TextColumn("[bold]indexing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]:.1f} img/s"),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("index", total=None, rate=0.0)
+
+        def on_progress(event: IndexProgress) -> None:
+            bar.update(task, completed=event.done, total=event.total, rate=event.images_per_second)
+
+        report = index_folder(photos_dir, store, encoder, config, on_progress)
+    if as_json:
+        print_json(report_dict(report, store))
+    else:
+        print_report(report, encoder.device, encoder.precision)
+
+
+def report_dict(report: IndexReport, store: Store) -> dict[str, object]:
+    return {
+        "root": report.root,
+        "db": str(store.db_dir),
+        "new": report.new,
+        "updated": report.updated,
+        "moved": report.moved,
+        "unchanged": report.unchanged,
+        "removed": report.removed,
+        "failed": [{"path": f.path, "reason": f.reason} for f in report.failed],
+        "encoded": report.encoded,
+        "seconds": round(report.seconds, 3),
+        "images_per_second": round(report.images_per_second, 2),
+    }
+
+
+def print_report(report: IndexReport, device: str, precision: str) -> None:
+    summary = Table(title=f"indexed {report.root}", show_header=True, title_justify="left")
+    for name in ("new", "updated", "moved", "unchanged", "removed", "failed"):
+        summary.add_column(name, justify="right")
+    summary.add_row(
+        str(report.new),
+        str(report.updated),
+        str(report.moved),
+        str(report.unchanged),
+        str(report.removed),
+        str(len(report.failed)),
+    )
+    out.print(summary)
+    out.print(
+        f"encoded {report.encoded} images in {report.seconds:.1f} s "
+        f"({report.images_per_second:.1f} img/s on {device}, {precision})"
+    )
+    if report.failed:
+        out.print(f"[bold yellow]{len(report.failed)} file(s) could not be indexed:[/]")
+        for failure in report.failed:
+            out.print(f"  {failure.path!r}: {failure.reason}", markup=False)
+
+
+@click.command()
+@db_option
+@json_option
+@friendly_errors
+def info(db_dir: Path, as_json: bool) -> None:
+    """Which model built the database, its dimension, row counts, and the device in use."""
+    from crossmodal.encoder import resolve_device, resolve_precision
+
+    store = Store.open(db_dir)
+    tables = [store.info(name) for name in store.table_names()]
+    device = resolve_device("auto")
+    precision = resolve_precision(device, "auto")
+    data = {
+        "db": str(store.db_dir),
+        "device": device,
+        "precision": precision,
+        "tables": [
+            {
+                "name": t.name,
+                "kind": t.kind,
+                "rows": t.rows,
+                "model": t.model.spec,
+                "fingerprint": t.model.fingerprint,
+                "dim": t.model.dim,
+                "preprocess": t.model.preprocess,
+                "schema_version": t.schema_version,
+            }
+            for t in tables
+        ],
+    }
+    if as_json:
+        print_json(data)
+        return
+    out.print(f"database   {store.db_dir}")
+    out.print(f"device     {device} ({precision}) — what `search` and `index` would use here")
+    if not tables:
+        out.print(f"no tables yet: run `crossmodal index PHOTOS_DIR --db {db_dir}`")
+        return
+    table = Table(show_header=True)
+    for column in ("table", "rows", "model", "dim"):
+        table.add_column(column)
+    for t in tables:
+        label = "images" if t.name == IMAGES else f"texts: {t.name[len(TEXT_PREFIX) :]}"
+        table.add_row(label, str(t.rows), t.model.spec, str(t.model.dim))
+    out.print(table)
+
+
+@click.command()
+@click.option("--filter", "pattern", default="", help="Only architectures containing this text.")
+def models(pattern: str) -> None:
+    """List the ARCH:PRETRAINED pairs open_clip can download (needs internet on first use)."""
+    from crossmodal.encoder import list_pretrained
+
+    for arch, tag in list_pretrained():
+        if pattern.lower() in arch.lower():
+            click.echo(f"{arch}:{tag}")
+
+
+COMMANDS = (index, info, models)

@@ -1,0 +1,117 @@
+"""What every CLI command shares: model and database options, loading, and error display."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+
+from crossmodal.errors import CrossmodalError, TableNotFoundError
+from crossmodal.models import MODEL_ENV_VAR, default_model_spec
+from crossmodal.store import IMAGES, Store
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def db_option(func: F) -> F:
+    return click.option(
+        "--db",
+        "db_dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=Path("crossmodal.db"),
+        show_default=True,
+        envvar="CROSSMODAL_DB",
+        help="Database folder (LanceDB). Env: CROSSMODAL_DB.",
+    )(func)
+
+
+def model_options(func: F) -> F:
+    options = [
+        click.option(
+            "--model",
+            "model_spec",
+            default=None,
+            help="ARCH:PRETRAINED (e.g. ViT-B-32:laion2b_s34b_b79k), hf-hub:ORG/REPO, or a local "
+            f"model folder. Default: the table's own model, else ${MODEL_ENV_VAR}, "
+            "else ViT-B-32:laion2b_s34b_b79k.",
+        ),
+        click.option(
+            "--device",
+            default="auto",
+            show_default=True,
+            help="auto, cuda, cuda:N, mps or cpu.",
+        ),
+        click.option(
+            "--precision",
+            default="auto",
+            show_default=True,
+            help="auto, fp32, fp16 or bf16.",
+        ),
+        click.option(
+            "--batch-size", default=64, show_default=True, help="Images per forward pass."
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def json_option(func: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(
+        func
+    )
+
+
+def choose_model(store: Store | None, explicit: str | None, table: str = IMAGES) -> str:
+    """The model to use: the one named, else the one the table was built with, else the default."""
+    if explicit:
+        return explicit
+    if store is not None:
+        try:
+            return store.info(table).model.spec
+        except TableNotFoundError:
+            pass
+    return default_model_spec()
+
+
+def load(model_spec: str, device: str, precision: str, batch_size: int) -> Any:
+    from crossmodal.encoder import EncoderConfig, load_encoder
+
+    with err.status(f"loading model {model_spec} ..."):
+        return load_encoder(model_spec, EncoderConfig(device, precision, batch_size))
+
+
+def print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+
+
+def friendly_errors(func: F) -> F:
+    """Turn crossmodal's typed errors into a message and exit status 1, never a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except CrossmodalError as exc:
+            err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+            sys.exit(1)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def setup_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if verbose == 0:
+        # per-file failures are listed in the summary; don't print each one twice
+        logging.getLogger("crossmodal.indexing").setLevel(logging.ERROR)

@@ -1,0 +1,132 @@
+"""Discovery: walk a folder and list the image files in it, the first stage of the flow.
+
+Never follows a symlink out of a loop, never raises for one unreadable entry: what it cannot
+read it reports as a skipped file with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from crossmodal.errors import CrossmodalError
+
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".tif", ".tiff", ".bmp"}
+)
+# Formats a photographer keeps that Pillow cannot decode without an extra package.
+OPTIONAL_SUFFIXES = {".heic": "pillow-heif", ".heif": "pillow-heif", ".avif": "pillow-avif-plugin"}
+
+
+@dataclass(frozen=True)
+class ImageFile:
+    """An image file found on disk, before it is read."""
+
+    path: str  # absolute path under the resolved root folder
+    size: int  # bytes
+    mtime_ns: int  # modification time, nanoseconds since the epoch
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    """An entry discovery could not use, and why."""
+
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Discovery:
+    files: tuple[ImageFile, ...]
+    skipped: tuple[SkippedFile, ...]
+
+
+def supported_suffixes() -> frozenset[str]:
+    """Suffixes we can decode now: the built-in ones plus those whose plugin is installed."""
+    suffixes = set(IMAGE_SUFFIXES)
+    try:
+        import pillow_heif  # noqa: F401
+
+        suffixes |= {".heic", ".heif"}
+    except ImportError:
+        pass
+    return frozenset(suffixes)
+
+
+def discover(
+    root: str | os.PathLike[str],
+    *,
+    include_hidden: bool = False,
+    on_progress: Callable[[int], None] | None = None,
+) -> Discovery:
+    """Find every image under `root`, recursively, sorted by path.
+
+    `on_progress` is called with the number of images found so far, every 500 files.
+    """
+    root_path = Path(root).expanduser()
+    if not root_path.is_dir():
+        raise CrossmodalError(f"{root_path} is not a folder; give the folder that holds the photos")
+    suffixes = supported_suffixes()
+    files: list[ImageFile] = []
+    skipped: list[SkippedFile] = []
+    for entry, error in _walk(root_path.resolve(), include_hidden):
+        if error is not None:
+            skipped.append(SkippedFile(entry, error))
+            continue
+        suffix = os.path.splitext(entry)[1].lower()
+        if suffix not in suffixes:
+            if suffix in OPTIONAL_SUFFIXES:
+                skipped.append(
+                    SkippedFile(
+                        entry, f"unsupported format {suffix}: install {OPTIONAL_SUFFIXES[suffix]}"
+                    )
+                )
+            continue
+        try:
+            stat = os.stat(entry)
+        except OSError as exc:
+            skipped.append(SkippedFile(entry, f"cannot stat: {exc.strerror or exc}"))
+            continue
+        files.append(ImageFile(entry, stat.st_size, stat.st_mtime_ns))
+        if on_progress and len(files) % 500 == 0:
+            on_progress(len(files))
+    files.sort(key=lambda f: f.path)
+    skipped.sort(key=lambda s: s.path)
+    return Discovery(tuple(files), tuple(skipped))
+
+
+def _walk(root: Path, include_hidden: bool) -> Iterator[tuple[str, str | None]]:
+    """Yield (file path, None) for regular files, (path, reason) for entries that cannot be used."""
+    seen_dirs: set[tuple[int, int]] = set()
+    stack = [str(root)]
+    while stack:
+        folder = stack.pop()
+        try:
+            stat = os.stat(folder)
+        except OSError as exc:
+            yield folder, f"cannot open folder: {exc.strerror or exc}"
+            continue
+        key = (stat.st_dev, stat.st_ino)
+        if key in seen_dirs:  # a symlink loop, or a second link to a folder already walked
+            continue
+        seen_dirs.add(key)
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            yield folder, f"cannot list folder: {exc.strerror or exc}"
+            continue
+        for entry in entries:
+            if not include_hidden and entry.name.startswith("."):
+                continue
+            try:
+                if entry.is_dir(follow_symlinks=True):
+                    stack.append(entry.path)
+                elif entry.is_file(follow_symlinks=True):
+                    yield entry.path, None
+                elif entry.is_symlink():
+                    yield entry.path, "broken symlink"
+            except OSError as exc:
+                yield entry.path, f"cannot read entry: {exc.strerror or exc}"

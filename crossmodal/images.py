@@ -1,0 +1,148 @@
+"""Decoding: image file bytes -> an upright RGB picture plus the metadata a photo user filters on.
+
+Each failure becomes an `ImageDecodeError` with a reason a person understands; the caller
+decides to skip and report it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from crossmodal.errors import ImageDecodeError
+
+# Pillow refuses images above 2x its MAX_IMAGE_PIXELS (about 179 MP) as decompression bombs; we
+# accept up to that, so a 150 MP panorama indexes and a forged 1-gigapixel header does not.
+EXIF_IFD = 0x8769
+EXIF_DATETIME_ORIGINAL = 36867
+EXIF_DATETIME = 306
+WHITE = (255, 255, 255)
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """A decoded photo, oriented upright and converted to 8-bit RGB."""
+
+    image: Image.Image
+    width: int  # full-resolution width after EXIF orientation (not the draft-decoded size)
+    height: int
+    format: str  # Pillow's format name: JPEG, PNG, WEBP, GIF, TIFF, ...
+    captured_at: datetime | None  # EXIF DateTimeOriginal, when the photo carries one
+    content_hash: str  # blake2b of the file bytes; recognises a moved or renamed photo
+
+
+def content_hash(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def decode_image(path: str | Path, *, min_side: int | None = None) -> DecodedImage:
+    """Read and decode one image file.
+
+    `min_side`: when set, a JPEG much larger than needed is decoded at a reduced scale (Pillow's
+    draft mode, DCT scaling), never below `min_side` pixels on its shorter side.
+    """
+    return decode_bytes(read_image_bytes(path), str(path), min_side=min_side)
+
+
+def read_image_bytes(path: str | Path) -> bytes:
+    """The bytes of an image file; an unreadable or empty file is an ImageDecodeError."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ImageDecodeError(str(path), f"cannot read file: {exc.strerror or exc}") from exc
+    if not data:
+        raise ImageDecodeError(str(path), "empty file (0 bytes)")
+    return data
+
+
+def decode_bytes(
+    data: bytes, name: str = "<bytes>", *, min_side: int | None = None
+) -> DecodedImage:
+    """Decode an image held in memory (an upload, or file bytes already read)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            fmt = image.format or "unknown"
+            width, height = image.size
+            if min_side and fmt == "JPEG" and min(width, height) >= 2 * min_side:
+                image.draft("RGB", _draft_request(width, height, min_side))
+            image.load()
+            captured = _captured_at(image)
+            upright = ImageOps.exif_transpose(image)
+            if _swaps_axes(image):
+                width, height = height, width
+            rgb = to_rgb(upright)
+    except Image.DecompressionBombError as exc:
+        raise ImageDecodeError(name, f"too large to decode safely ({exc})") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageDecodeError(
+            name, "not a recognised image format (wrong extension, or not an image at all)"
+        ) from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageDecodeError(name, f"corrupt or truncated image: {exc}") from exc
+    return DecodedImage(rgb, width, height, fmt, captured, content_hash(data))
+
+
+def _draft_request(width: int, height: int, min_side: int) -> tuple[int, int]:
+    # draft() picks the largest DCT scale (1/2, 1/4, 1/8) that keeps the image at least this size
+    scale = min_side / min(width, height)
+    return max(1, int(width * scale)), max(1, int(height * scale))
+
+
+def _swaps_axes(image: Image.Image) -> bool:
+    return image.getexif().get(0x0112) in (5, 6, 7, 8)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB the way a person would expect to see it.
+
+    Transparency is flattened onto white; 16- and 32-bit greyscale are scaled, not clipped;
+    CMYK and palette images go through Pillow's own conversions.
+    """
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        return Image.fromarray(_scale_to_uint8(np.asarray(image)), "L").convert("RGB")
+    if mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, WHITE + (255,))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def _scale_to_uint8(values: np.ndarray) -> np.ndarray:
+    is_float = values.dtype.kind == "f"
+    values = values.astype(np.float64)
+    top = values.max(initial=0.0)
+    if is_float and top <= 1.0:
+        scaled = values * 255.0  # float images in [0, 1]
+    elif top <= 255:
+        scaled = values
+    else:
+        scaled = values / 257.0  # 16-bit range 0..65535 onto 0..255
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def _captured_at(image: Image.Image) -> datetime | None:
+    try:
+        exif = image.getexif()
+        raw = exif.get_ifd(EXIF_IFD).get(EXIF_DATETIME_ORIGINAL) or exif.get(EXIF_DATETIME)
+    except Exception:  # malformed EXIF must never cost the photo
+        return None
+    if not isinstance(raw, str):
+        return None
+    try:
+        return datetime.strptime(raw.strip("\x00 ").strip(), "%Y:%m:%d %H:%M:%S")
+    except ValueError:
+        return None
