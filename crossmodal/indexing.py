@@ -174,8 +174,8 @@ def _reusable_record(
     vanished file with the same bytes (a move or rename), which moves to one new path only.
     """
     if file.path in own:
-        record = own[file.path]
-        return record if record[0].content_hash == digest else None
+        mine = own[file.path]
+        return mine if mine[0].content_hash == digest else None
     record = vanished.get(digest)
     if record is None or record[0].path in consumed:
         return None

@@ -10,7 +10,7 @@ import json
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -281,7 +281,8 @@ class Store:
             raise StoreError(f"{path} is a file, not a database folder; choose another --db")
         try:
             path.mkdir(parents=True, exist_ok=True)
-            return cls(path, lancedb.connect(str(path)))
+            # interval 0: every read sees the latest commit, also one made by another process
+            return cls(path, lancedb.connect(str(path), read_consistency_interval=timedelta(0)))
         except Exception as exc:
             raise StoreError(f"cannot open database {path}: {exc}") from exc
 

@@ -69,8 +69,13 @@ def encoder() -> ColourEncoder:
     return ColourEncoder()
 
 
-def make_image(path: Path, colour: str, size: tuple[int, int] = (48, 32), fmt: str | None = None,
-               **save_args: object) -> Path:
+def make_image(
+    path: Path,
+    colour: str,
+    size: tuple[int, int] = (48, 32),
+    fmt: str | None = None,
+    **save_args: object,
+) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.new("RGB", size, COLOURS[colour]).save(path, format=fmt, **save_args)
     return path

@@ -61,7 +61,11 @@ def search(
     store = Store.open(db_dir)
     encoder = load(choose_model(store, model_spec), device, precision, batch_size)
     searcher = Searcher(store, encoder)
-    hits = searcher.by_text(query, k, where) if query else searcher.by_image(image, k, where)
+    if query:
+        hits = searcher.by_text(query, k, where)
+    else:
+        assert image is not None
+        hits = searcher.by_image(image, k, where)
     print_hits(hits, as_json)
 
 
@@ -77,12 +81,9 @@ def print_hits(hits: list[SearchHit], as_json: bool) -> None:
     if not hits:
         out.print("no results")
         return
-    table = Table(show_header=True)
-    for column, justify in (("#", "right"), ("score", "right"), ("path", "left")):
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    # plain lines, full paths: easy to read, copy, and pipe into other tools
     for i, hit in enumerate(hits, 1):
-        table.add_row(str(i), f"{hit.score:.3f}", hit.path)
-    out.print(table)
+        click.echo(f"{i:>3}  {hit.score:6.3f}  {hit.path}")
 
 
 @click.group()

@@ -1,0 +1,58 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from crossmodal.errors import ModelMismatchError, StoreError, TableNotFoundError
+from crossmodal.models import ModelIdentity
+from crossmodal.store import Store, sql_string
+
+IDENTITY = ModelIdentity("tiny-a", "tiny-a", 4, "p")
+
+
+def test_missing_database_names_the_index_command(tmp_path: Path):
+    with pytest.raises(StoreError) as info:
+        Store.open(tmp_path / "nope")
+    assert "crossmodal index PHOTOS_DIR --db" in str(info.value)
+
+
+def test_missing_image_table_names_the_index_command(tmp_path: Path):
+    store = Store.open(tmp_path / "db", create=True)
+    with pytest.raises(TableNotFoundError, match="crossmodal index"):
+        store.images(IDENTITY)
+
+
+def test_table_records_its_model_and_refuses_another(tmp_path: Path):
+    store = Store.open(tmp_path / "db", create=True)
+    store.images(IDENTITY, create=True)
+    assert store.info("images").model == IDENTITY
+    other = ModelIdentity("tiny-b", "tiny-b", 4, "p")
+    with pytest.raises(ModelMismatchError) as info:
+        Store.open(tmp_path / "db").images(other)
+    message = str(info.value)
+    assert "--model tiny-a" in message
+    assert "--model tiny-b --rebuild" in message
+
+
+def test_moved_model_directory_with_same_weights_is_accepted(tmp_path: Path):
+    store = Store.open(tmp_path / "db", create=True)
+    store.images(IDENTITY, create=True)
+    moved = ModelIdentity("/elsewhere/tiny-a", "tiny-a", 4, "p")
+    assert store.images(moved).identity == moved
+
+
+def test_text_tables_are_upserted_by_text(tmp_path: Path):
+    store = Store.open(tmp_path / "db", create=True)
+    table = store.texts("labels", IDENTITY, create=True)
+    table.add(["cat", "dog"], np.eye(4, dtype=np.float32)[:2])
+    table.add(["dog", "it's"], np.eye(4, dtype=np.float32)[2:])
+    texts, vectors = table.all()
+    assert sorted(texts) == ["cat", "dog", "it's"]
+    assert vectors[texts.index("dog")].tolist() == [0, 0, 1, 0]
+    table.remove(["it's"])
+    assert sorted(table.all()[0]) == ["cat", "dog"]
+    assert store.text_table_names() == ["labels"]
+
+
+def test_sql_string_escapes_quotes():
+    assert sql_string("it's") == "'it''s'"
