@@ -1,4 +1,4 @@
-"""Search: queries (text, image, vector) -> encoder -> nearest rows -> typed hits.
+"""Search: queries (text, image, composed, vector) -> encoder -> nearest rows -> typed hits.
 
 Also the image -> text direction: which labels or captions of a text table fit an image.
 """
@@ -13,8 +13,10 @@ import numpy as np
 from PIL import Image
 
 from crossmodal.errors import CrossmodalError
+from crossmodal.filters import Filters
 from crossmodal.images import decode_image
 from crossmodal.models import Encoder
+from crossmodal.query import Query, parse_query
 from crossmodal.store import ImageRow, ImageTable, Store, TextTable
 
 
@@ -38,6 +40,15 @@ class TextHit:
 ImageQuery = Image.Image | str | Path
 
 
+@dataclass(frozen=True)
+class SearchOptions:
+    k: int = 10  # hits per page
+    offset: int = 0  # hits to skip: page n (from 0) starts at n * k
+    min_score: float | None = None  # drop hits less similar than this cosine similarity
+    filters: Filters = Filters()
+    hybrid: bool = False  # fuse with keyword search on file, folder and label names (RRF)
+
+
 class Searcher:
     """Searches one database with one encoder; checks once that the two belong together."""
 
@@ -45,6 +56,73 @@ class Searcher:
         self.store = store
         self.encoder = encoder
         self.images: ImageTable = store.images(encoder.identity)
+
+    def search(self, query: Query | str, options: SearchOptions | None = None) -> list[SearchHit]:
+        """Search with a text, an image path, or a weighted composition of both.
+
+        A string is read with `parse_query`: plain words are one text query, and
+        `"beach" + 0.5*"sunset" - "people"` or `@photo.jpg + "at night"` compose.
+        """
+        options = options or SearchOptions()
+        query = parse_query(query) if isinstance(query, str) else query
+        if options.k < 1 or options.offset < 0:
+            raise CrossmodalError("k must be at least 1 and offset at least 0")
+        where = options.filters.to_sql()
+        if options.filters.uses_labels and not self.images.has_labels:
+            raise CrossmodalError(
+                f"the photos have no labels yet.\nFix: label them with `crossmodal classify "
+                f"--all --db {self.store.db_dir}` (after `crossmodal labels add LABELS.txt`)"
+            )
+        vector = self.query_vector(query)
+        if options.hybrid and query.keywords:
+            found = self.images.hybrid(
+                vector, query.keywords, options.k, where, offset=options.offset
+            )
+        else:
+            found = self.images.nearest(vector, options.k, where, offset=options.offset)
+        hits = [SearchHit(row, score) for row, score in found]
+        if options.min_score is not None:
+            hits = [h for h in hits if h.score >= options.min_score]
+        return hits
+
+    def query_vector(self, query: Query) -> np.ndarray:
+        """The unit vector of a query: the weighted sum of its terms' unit vectors, normalised.
+
+        Texts are encoded in one batch and images in another; an image already in the index
+        uses its stored vector instead of being decoded again.
+        """
+        texts = query.texts
+        text_vectors = iter(self.encoder.encode_texts(texts) if texts else [])
+        stored = {}
+        for term in query.terms:
+            if term.image is not None and term.image not in stored:
+                record = self.images.get(str(Path(term.image).resolve()))
+                if record is not None:
+                    stored[term.image] = record[1]
+        to_encode = list(
+            dict.fromkeys(t.image for t in query.terms if t.image and t.image not in stored)
+        )
+        encoded = dict(zip(to_encode, self._encode_images(to_encode), strict=True))
+        total = np.zeros(self.encoder.dim, np.float64)
+        for term in query.terms:
+            if term.text is not None:
+                vector = next(text_vectors)
+            else:
+                assert term.image is not None
+                vector = stored.get(term.image, encoded.get(term.image))
+            total += term.weight * _unit(np.asarray(vector, np.float64))
+        norm = float(np.linalg.norm(total))
+        if norm < 1e-6:
+            raise CrossmodalError(
+                f"the query {query.describe()} cancels itself out (its vector is zero); "
+                "change a weight or a term"
+            )
+        return (total / norm).astype(np.float32)
+
+    def _encode_images(self, paths: Sequence[str]) -> np.ndarray:
+        if not paths:
+            return np.zeros((0, self.encoder.dim), np.float32)
+        return self.encoder.encode_images([decode_image(p).image for p in paths])
 
     def by_text(self, text: str, k: int = 10, where: str | None = None) -> list[SearchHit]:
         if not text.strip():
@@ -78,6 +156,11 @@ class Searcher:
 
     def texts(self, name: str) -> TextTable:
         return self.store.texts(name, self.encoder.identity)
+
+
+def _unit(vector: np.ndarray) -> np.ndarray:
+    norm = float(np.linalg.norm(vector))
+    return vector / norm if norm > 0 else vector
 
 
 def classify(

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import fields
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,100 +17,47 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from crossmodal.errors import ModelMismatchError, StoreError, TableNotFoundError
+from crossmodal.errors import CrossmodalError, ModelMismatchError, StoreError, TableNotFoundError
 from crossmodal.models import ModelIdentity
+from crossmodal.records import (  # noqa: F401  (callers import rows from the store)
+    LABEL_FIELDS,
+    META_KEY,
+    SCHEMA_VERSION,
+    ImageRow,
+    IndexPolicy,
+    IndexState,
+    TableInfo,
+    TextRow,
+    arrow_vectors,
+    image_rows,
+    image_schema,
+    numpy_vectors,
+    row_dict,
+    sql_string,
+    text_schema,
+)
 
 IMAGES = "images"
 TEXT_PREFIX = "text_"
-SCHEMA_VERSION = 1
-META_KEY = b"crossmodal"
 _DELETE_CHUNK = 500
-
-
-@dataclass(frozen=True)
-class ImageRow:
-    """One indexed image, without its vector."""
-
-    path: str  # absolute path of the file
-    folder: str  # the folder that holds it
-    name: str  # file name
-    suffix: str  # lower-case extension with the dot, e.g. ".jpg"
-    size: int  # bytes
-    mtime_ns: int  # file modification time when indexed
-    content_hash: str  # blake2b of the bytes
-    width: int  # pixels, upright
-    height: int
-    format: str  # JPEG, PNG, ...
-    captured_at: datetime | None  # EXIF capture time, when present
-    taken_at: datetime  # capture time, else the file's modification time: what date filters use
-    indexed_at: datetime
-
-
-@dataclass(frozen=True)
-class TextRow:
-    text: str
-    added_at: datetime
-
-
-def image_schema(dim: int, identity: ModelIdentity) -> pa.Schema:
-    return pa.schema(
-        [
-            pa.field("path", pa.string(), nullable=False),
-            pa.field("folder", pa.string(), nullable=False),
-            pa.field("name", pa.string(), nullable=False),
-            pa.field("suffix", pa.string(), nullable=False),
-            pa.field("size", pa.int64(), nullable=False),
-            pa.field("mtime_ns", pa.int64(), nullable=False),
-            pa.field("content_hash", pa.string(), nullable=False),
-            pa.field("width", pa.int32(), nullable=False),
-            pa.field("height", pa.int32(), nullable=False),
-            pa.field("format", pa.string(), nullable=False),
-            pa.field("captured_at", pa.timestamp("us")),
-            pa.field("taken_at", pa.timestamp("us"), nullable=False),
-            pa.field("indexed_at", pa.timestamp("us"), nullable=False),
-            pa.field("vector", pa.list_(pa.float32(), dim), nullable=False),
-        ],
-        metadata={META_KEY: _meta("images", identity)},
-    )
-
-
-def text_schema(dim: int, identity: ModelIdentity) -> pa.Schema:
-    return pa.schema(
-        [
-            pa.field("text", pa.string(), nullable=False),
-            pa.field("added_at", pa.timestamp("us"), nullable=False),
-            pa.field("vector", pa.list_(pa.float32(), dim), nullable=False),
-        ],
-        metadata={META_KEY: _meta("texts", identity)},
-    )
-
-
-def _meta(kind: str, identity: ModelIdentity) -> bytes:
-    data = {"schema_version": SCHEMA_VERSION, "kind": kind, "model": identity.to_dict()}
-    return json.dumps(data, sort_keys=True).encode()
-
-
-def sql_string(value: str) -> str:
-    """Quote a value as an SQL string literal for a LanceDB `where` clause."""
-    return "'" + value.replace("'", "''") + "'"
+FTS_COLUMNS = ("name", "folder", "label")  # what keyword (hybrid) search reads
+SCALAR_INDEXES = {"path": "btree", "taken_at": "btree", "format": "bitmap", "label": "bitmap"}
 
 
 def _path_in(paths: Sequence[str]) -> str:
     return "path IN (" + ", ".join(sql_string(p) for p in paths) + ")"
 
 
-def _vectors(matrix: np.ndarray, dim: int) -> pa.FixedSizeListArray:
-    flat = pa.array(np.ascontiguousarray(matrix, dtype=np.float32).reshape(-1), pa.float32())
-    return pa.FixedSizeListArray.from_arrays(flat, dim)
-
-
 class _Table:
     """Shared behaviour of image and text tables: identity, counting, deletion."""
 
-    def __init__(self, table: Any, identity: ModelIdentity) -> None:
+    def __init__(
+        self, table: Any, identity: ModelIdentity, policy: IndexPolicy | None = None
+    ) -> None:
         self._table = table
         self.identity = identity
         self.name: str = table.name
+        self.policy = policy or IndexPolicy()
 
     @property
     def dim(self) -> int:
@@ -124,12 +71,94 @@ class _Table:
         self._table.checkout_latest()
 
     def _nearest(
-        self, vector: np.ndarray, k: int, where: str | None, columns: list[str]
+        self,
+        vector: np.ndarray,
+        k: int,
+        where: str | None,
+        columns: list[str],
+        offset: int = 0,
     ) -> pa.Table:
-        query = self._table.search(np.asarray(vector, np.float32)).distance_type("cosine")
+        policy = self.policy
+        query = (
+            self._table.search(np.asarray(vector, np.float32))
+            .distance_type("cosine")
+            # ignored by an exact scan; with an index, re-scores candidates on full vectors
+            .nprobes(policy.nprobes)
+            .maximum_nprobes(0)  # a narrow filter may need more partitions to fill k
+            .refine_factor(policy.refine_factor)
+        )
         if where:
             query = query.where(where, prefilter=True)
-        return query.select([*columns, "_distance"]).limit(k).to_arrow()
+        query = query.select([*columns, "_distance"]).limit(k + offset)
+        return _run(query, where).slice(offset)
+
+    def index_state(self) -> IndexState:
+        rows = self.count()
+        vector_index, unindexed, partitions = None, 0, None
+        keyword: list[str] = []
+        scalar: list[str] = []
+        for config in self._table.list_indices():
+            column = config.columns[0]
+            if config.index_type == "FTS":
+                keyword.append(column)
+            elif column == "vector":
+                vector_index = config.index_type
+                stats = self._table.index_stats(config.name)
+                unindexed = int(stats.num_unindexed_rows) if stats else 0
+                partitions = _partitions(config)
+            else:
+                scalar.append(column)
+        return IndexState(
+            rows, vector_index, unindexed, partitions, tuple(sorted(keyword)), tuple(sorted(scalar))
+        )
+
+    def build_index(self, *, keywords_only: bool = False) -> IndexState:
+        """Build (or rebuild) the ANN index, the scalar indexes and the keyword indexes now."""
+        from lancedb.index import FTS
+
+        rows = self.count()
+        if not keywords_only:
+            if rows < 256:
+                raise CrossmodalError(
+                    f"table {self.name!r} has {rows} rows; an ANN index needs at least 256 "
+                    "(smaller tables are searched exactly, which is already fast)"
+                )
+            self._build_vector_index(rows)
+            for column, kind in SCALAR_INDEXES.items():
+                if column in self._table.schema.names:
+                    self._table.create_index(column, config=_scalar_config(kind), replace=True)
+        for column in FTS_COLUMNS:
+            if column in self._table.schema.names:
+                self._table.create_index(column, config=FTS(), replace=True)
+        return self.index_state()
+
+    def maintain_index(self) -> IndexState:
+        """What to call after writes: builds the ANN index once the table is large enough,
+        folds new rows into existing indexes, retrains one the table has outgrown, and
+        compacts the files. Cheap when nothing changed."""
+        state = self.index_state()
+        if state.vector_index is None and state.rows >= self.policy.min_rows:
+            return self.build_index()
+        trained = (state.partitions or 0) * self.policy.partition_rows
+        if state.vector_index is not None and state.rows > self.policy.retrain_growth * trained:
+            return self.build_index()
+        missing = [c for c in FTS_COLUMNS if c in self._table.schema.names]
+        if set(missing) - set(state.keyword_columns):
+            self.build_index(keywords_only=True)
+        # merges new rows into every index and compacts small files; keeps old versions a week
+        # so a search running in another process is never pulled from under its feet
+        self._table.optimize()
+        return self.index_state()
+
+    def _build_vector_index(self, rows: int) -> None:
+        from lancedb.index import IvfRq
+
+        partitions = max(1, rows // self.policy.partition_rows)
+        self._table.create_index(
+            "vector",
+            config=IvfRq(distance_type="cosine", num_partitions=partitions),
+            replace=True,
+        )
 
 
 class ImageTable(_Table):
@@ -147,8 +176,8 @@ class ImageTable(_Table):
         for start in range(0, len(paths), _DELETE_CHUNK):
             chunk = paths[start : start + _DELETE_CHUNK]
             data = self._table.search().where(_path_in(chunk)).limit(len(chunk)).to_arrow()
-            rows = _image_rows(data)
-            vectors = _matrix(data.column("vector"), self.dim)
+            rows = image_rows(data)
+            vectors = numpy_vectors(data.column("vector"), self.dim)
             for row, vector in zip(rows, vectors, strict=True):
                 out[row.path] = (row, vector)
         return out
@@ -160,8 +189,12 @@ class ImageTable(_Table):
         columns: dict[str, Any] = {
             f.name: [getattr(r, f.name) for r in rows] for f in fields(ImageRow)
         }
-        columns["vector"] = _vectors(vectors, self.dim)
-        data = pa.table(columns, schema=self._table.schema)
+        columns["vector"] = arrow_vectors(vectors, self.dim)
+        schema = self._table.schema
+        for name in schema.names:
+            # labels describe the old content: a changed row is labelled again by classify
+            columns.setdefault(name, pa.nulls(len(rows), schema.field(name).type))
+        data = pa.table(columns, schema=schema)
         (
             self._table.merge_insert("path")
             .when_matched_update_all()
@@ -178,22 +211,89 @@ class ImageTable(_Table):
         data = self._table.search().where(f"path = {sql_string(path)}").limit(1).to_arrow()
         if data.num_rows == 0:
             return None
-        return _image_rows(data)[0], _matrix(data.column("vector"), self.dim)[0]
+        return image_rows(data)[0], numpy_vectors(data.column("vector"), self.dim)[0]
 
     def nearest(
-        self, vector: np.ndarray, k: int, where: str | None = None
+        self, vector: np.ndarray, k: int, where: str | None = None, *, offset: int = 0
     ) -> list[tuple[ImageRow, float]]:
-        """The k rows closest to `vector`, with cosine similarity, best first."""
-        columns = [f.name for f in fields(ImageRow)]
-        data = self._nearest(vector, k, where, columns)
+        """The k rows closest to `vector` after skipping `offset`, with cosine similarity,
+        best first."""
+        data = self._nearest(vector, k, where, [f.name for f in fields(ImageRow)], offset)
         similarities = [1.0 - d for d in data.column("_distance").to_pylist()]
-        return list(zip(_image_rows(data), similarities, strict=True))
+        return list(zip(image_rows(data), similarities, strict=True))
+
+    def hybrid(
+        self, vector: np.ndarray, text: str, k: int, where: str | None = None, *, offset: int = 0
+    ) -> list[tuple[ImageRow, float]]:
+        """Vector search fused with BM25 keyword search on name, folder and label (reciprocal
+        rank fusion). Ranked by the fusion; each row comes with its exact cosine similarity."""
+        from lancedb.rerankers import RRFReranker
+
+        state = self.index_state()
+        if not set(c for c in FTS_COLUMNS if c in self._table.schema.names) <= set(
+            state.keyword_columns
+        ):
+            self.build_index(keywords_only=True)
+        columns = [c for c in FTS_COLUMNS if c in self._table.schema.names]
+        vector = np.asarray(vector, np.float32)
+        query = (
+            self._table.search(query_type="hybrid", fts_columns=columns)
+            .vector(vector)
+            .text(text)
+            .distance_type("cosine")
+            .nprobes(self.policy.nprobes)
+            .refine_factor(self.policy.refine_factor)
+        )
+        if where:
+            query = query.where(where, prefilter=True)
+        query = query.select([f.name for f in fields(ImageRow)] + ["vector"]).limit(k + offset)
+        data = _run(query.rerank(RRFReranker()), where).slice(offset)
+        matrix = numpy_vectors(data.column("vector"), self.dim)
+        similarities = (matrix @ vector) / np.maximum(
+            np.linalg.norm(matrix, axis=1) * np.linalg.norm(vector), 1e-12
+        )
+        return list(zip(image_rows(data), similarities.tolist(), strict=True))
 
     def rows(self, where: str | None = None) -> list[ImageRow]:
         query = self._table.search().select([f.name for f in fields(ImageRow)])
         if where:
             query = query.where(where)
-        return _image_rows(query.limit(None).to_arrow())
+        return image_rows(_run(query.limit(None), where))
+
+    def vectors(
+        self, where: str | None = None, batch_rows: int = 8192
+    ) -> Iterator[tuple[list[str], np.ndarray]]:
+        """(paths, vectors) of the rows matching `where`, a batch at a time."""
+        query = self._table.search().select(["path", "vector"])
+        if where:
+            query = query.where(where)
+        try:
+            batches = query.limit(None).to_batches(batch_rows)
+            for batch in batches:
+                if batch.num_rows:
+                    yield batch.column(0).to_pylist(), numpy_vectors(batch.column(1), self.dim)
+        except (ValueError, RuntimeError) as exc:
+            raise _filter_error(where, exc) from exc
+
+    @property
+    def has_labels(self) -> bool:
+        return "label" in self._table.schema.names
+
+    def set_labels(
+        self, paths: Sequence[str], labels: Sequence[str], probabilities: np.ndarray, table: str
+    ) -> None:
+        """Store each photo's label, adding the label columns to a table that lacks them."""
+        if not self.has_labels:
+            self._table.add_columns(list(LABEL_FIELDS))
+        data = pa.table(
+            {
+                "path": list(paths),
+                "label": list(labels),
+                "label_probability": pa.array(probabilities, pa.float32()),
+                "label_table": [table] * len(paths),
+            }
+        )
+        self._table.merge_insert("path").when_matched_update_all().execute(data)
 
 
 class TextTable(_Table):
@@ -207,7 +307,7 @@ class TextTable(_Table):
             {
                 "text": list(texts),
                 "added_at": [now] * len(texts),
-                "vector": _vectors(vectors, self.dim),
+                "vector": arrow_vectors(vectors, self.dim),
             },
             schema=self._table.schema,
         )
@@ -221,7 +321,7 @@ class TextTable(_Table):
     def all(self) -> tuple[list[str], np.ndarray]:
         """Every text with its vector, in insertion order."""
         data = self._table.to_arrow()
-        return data.column("text").to_pylist(), _matrix(data.column("vector"), self.dim)
+        return data.column("text").to_pylist(), numpy_vectors(data.column("vector"), self.dim)
 
     def remove(self, texts: Iterable[str]) -> None:
         texts = list(texts)
@@ -238,26 +338,35 @@ class TextTable(_Table):
         ]
 
 
-def _matrix(column: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray:
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks() if column.num_chunks else pa.array([], column.type)
-    values = column.flatten().to_numpy(zero_copy_only=False)
-    return np.asarray(values, np.float32).reshape(-1, dim)
+def _run(query: Any, where: str | None) -> pa.Table:
+    try:
+        return query.to_arrow()
+    except (ValueError, RuntimeError) as exc:
+        raise _filter_error(where, exc) from exc
 
 
-def _image_rows(data: pa.Table) -> list[ImageRow]:
-    names = [f.name for f in fields(ImageRow)]
-    columns = [data.column(n).to_pylist() for n in names]
-    return [ImageRow(*values) for values in zip(*columns, strict=True)]
+def _filter_error(where: str | None, exc: Exception) -> Exception:
+    if not where:
+        return exc
+    reason = str(exc).split(", /")[0]  # drop the Rust source location
+    return StoreError(
+        f"the filter cannot be applied: {reason}\n  where: {where}\n"
+        "Fix: use the columns path, folder, name, suffix, size, width, height, format, "
+        "taken_at, captured_at (and label after `crossmodal classify --all`), with SQL "
+        "syntax, e.g. \"width >= 3000 AND format = 'JPEG'\""
+    )
 
 
-@dataclass(frozen=True)
-class TableInfo:
-    name: str
-    kind: str  # "images" or "texts"
-    rows: int
-    model: ModelIdentity
-    schema_version: int
+def _scalar_config(kind: str) -> Any:
+    from lancedb.index import Bitmap, BTree
+
+    return BTree() if kind == "btree" else Bitmap()
+
+
+def _partitions(config: Any) -> int | None:
+    details = getattr(config, "index_details", None) or {}
+    value = details.get("num_partitions")
+    return int(value) if value is not None else None
 
 
 class Store:
@@ -377,12 +486,3 @@ def _read_meta(table: Any, name: str, db_dir: Path) -> dict[str, Any]:
             "Fix: upgrade crossmodal (`pip install -U crossmodal`)"
         )
     return meta
-
-
-def row_dict(row: ImageRow) -> dict[str, Any]:
-    """An ImageRow as plain JSON-ready values."""
-    data = asdict(row)
-    for key in ("captured_at", "taken_at", "indexed_at"):
-        if data[key] is not None:
-            data[key] = data[key].isoformat(sep=" ", timespec="seconds")
-    return data

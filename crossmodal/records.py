@@ -1,0 +1,156 @@
+"""Records: the rows, Arrow schemas and index settings of crossmodal's tables. Pure data.
+
+`crossmodal.store` writes and reads these through LanceDB; nothing here imports it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from crossmodal.models import ModelIdentity
+
+SCHEMA_VERSION = 1
+META_KEY = b"crossmodal"
+
+# Written by `classify --all`, added to a table the first time; older tables simply lack them.
+LABEL_FIELDS = (
+    pa.field("label", pa.string()),  # the most likely label of the photo
+    pa.field("label_probability", pa.float32()),  # its zero-shot probability
+    pa.field("label_table", pa.string()),  # the text table the label came from
+)
+
+
+@dataclass(frozen=True)
+class IndexPolicy:
+    """When a table gets an ANN index, and how searches use it.
+
+    Below `min_rows` a search is an exact scan, fast enough at that size. Above, an IVF_RQ index
+    (RaBitQ codes, 1 bit per dimension, cosine) picks candidates and `refine_factor` times `k`
+    of them are re-scored with their full vectors, so scores stay exact cosine similarities.
+    """
+
+    min_rows: int = 50_000
+    partition_rows: int = 4_096  # rows per IVF partition when the index is trained
+    nprobes: int = 16  # partitions searched per query (more are searched if a filter needs it)
+    refine_factor: int = 10
+    retrain_growth: float = 2.0  # retrain once the table has this many times the trained rows
+
+
+@dataclass(frozen=True)
+class IndexState:
+    rows: int
+    vector_index: str | None  # the ANN index type, e.g. "IVF_RQ"; None while searches are exact
+    unindexed_rows: int  # rows the ANN index does not cover yet (searched exactly meanwhile)
+    partitions: int | None
+    keyword_columns: tuple[str, ...]  # columns with a full-text index
+    scalar_columns: tuple[str, ...]  # columns with a scalar index
+
+
+@dataclass(frozen=True)
+class ImageRow:
+    """One indexed image, without its vector."""
+
+    path: str  # absolute path of the file
+    folder: str  # the folder that holds it
+    name: str  # file name
+    suffix: str  # lower-case extension with the dot, e.g. ".jpg"
+    size: int  # bytes
+    mtime_ns: int  # file modification time when indexed
+    content_hash: str  # blake2b of the bytes
+    width: int  # pixels, upright
+    height: int
+    format: str  # JPEG, PNG, ...
+    captured_at: datetime | None  # EXIF capture time, when present
+    taken_at: datetime  # capture time, else the file's modification time: what date filters use
+    indexed_at: datetime
+
+
+@dataclass(frozen=True)
+class TextRow:
+    text: str
+    added_at: datetime
+
+
+def image_schema(dim: int, identity: ModelIdentity) -> pa.Schema:
+    return pa.schema(
+        [
+            pa.field("path", pa.string(), nullable=False),
+            pa.field("folder", pa.string(), nullable=False),
+            pa.field("name", pa.string(), nullable=False),
+            pa.field("suffix", pa.string(), nullable=False),
+            pa.field("size", pa.int64(), nullable=False),
+            pa.field("mtime_ns", pa.int64(), nullable=False),
+            pa.field("content_hash", pa.string(), nullable=False),
+            pa.field("width", pa.int32(), nullable=False),
+            pa.field("height", pa.int32(), nullable=False),
+            pa.field("format", pa.string(), nullable=False),
+            pa.field("captured_at", pa.timestamp("us")),
+            pa.field("taken_at", pa.timestamp("us"), nullable=False),
+            pa.field("indexed_at", pa.timestamp("us"), nullable=False),
+            pa.field("vector", pa.list_(pa.float32(), dim), nullable=False),
+        ],
+        metadata={META_KEY: _meta("images", identity)},
+    )
+
+
+def text_schema(dim: int, identity: ModelIdentity) -> pa.Schema:
+    return pa.schema(
+        [
+            pa.field("text", pa.string(), nullable=False),
+            pa.field("added_at", pa.timestamp("us"), nullable=False),
+            pa.field("vector", pa.list_(pa.float32(), dim), nullable=False),
+        ],
+        metadata={META_KEY: _meta("texts", identity)},
+    )
+
+
+def _meta(kind: str, identity: ModelIdentity) -> bytes:
+    data = {"schema_version": SCHEMA_VERSION, "kind": kind, "model": identity.to_dict()}
+    return json.dumps(data, sort_keys=True).encode()
+
+
+def sql_string(value: str) -> str:
+    """Quote a value as an SQL string literal for a LanceDB `where` clause."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def arrow_vectors(matrix: np.ndarray, dim: int) -> pa.FixedSizeListArray:
+    flat = pa.array(np.ascontiguousarray(matrix, dtype=np.float32).reshape(-1), pa.float32())
+    return pa.FixedSizeListArray.from_arrays(flat, dim)
+
+
+def numpy_vectors(column: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray:
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks() if column.num_chunks else pa.array([], column.type)
+    values = column.flatten().to_numpy(zero_copy_only=False)
+    return np.asarray(values, np.float32).reshape(-1, dim)
+
+
+def image_rows(data: pa.Table) -> list[ImageRow]:
+    names = [f.name for f in fields(ImageRow)]
+    columns = [data.column(n).to_pylist() for n in names]
+    return [ImageRow(*values) for values in zip(*columns, strict=True)]
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    name: str
+    kind: str  # "images" or "texts"
+    rows: int
+    model: ModelIdentity
+    schema_version: int
+
+
+def row_dict(row: ImageRow) -> dict[str, Any]:
+    """An ImageRow as plain JSON-ready values."""
+    data = asdict(row)
+    for key in ("captured_at", "taken_at", "indexed_at"):
+        if data[key] is not None:
+            data[key] = data[key].isoformat(sep=" ", timespec="seconds")
+    return data
