@@ -22,7 +22,7 @@ META_KEY = b"crossmodal"
 LABEL_FIELDS = (
     pa.field("label", pa.string()),  # the most likely label of the photo
     pa.field("label_probability", pa.float32()),  # its zero-shot probability
-    pa.field("label_table", pa.string()),  # the text table the label came from
+    pa.field("label_set", pa.string()),  # the label table and its digest, e.g. "labels:1f2e3d4c"
 )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import fields
 from datetime import datetime, timedelta
@@ -102,10 +103,10 @@ class _Table:
             if config.index_type == "FTS":
                 keyword.append(column)
             elif column == "vector":
-                vector_index = config.index_type
                 stats = self._table.index_stats(config.name)
+                vector_index = stats.index_type if stats else config.index_type
                 unindexed = int(stats.num_unindexed_rows) if stats else 0
-                partitions = _partitions(config)
+                partitions = _partitions(config.name)
             else:
                 scalar.append(column)
         return IndexState(
@@ -140,7 +141,7 @@ class _Table:
         if state.vector_index is None and state.rows >= self.policy.min_rows:
             return self.build_index()
         trained = (state.partitions or 0) * self.policy.partition_rows
-        if state.vector_index is not None and state.rows > self.policy.retrain_growth * trained:
+        if state.partitions and state.rows > self.policy.retrain_growth * trained:
             return self.build_index()
         missing = [c for c in FTS_COLUMNS if c in self._table.schema.names]
         if set(missing) - set(state.keyword_columns):
@@ -154,10 +155,16 @@ class _Table:
         from lancedb.index import IvfRq
 
         partitions = max(1, rows // self.policy.partition_rows)
+        for config in self._table.list_indices():
+            if config.columns == ["vector"] and config.name != f"vector_p{partitions}":
+                # until the new one is built, searches scan exactly: slower, never wrong
+                self._table.drop_index(config.name)
         self._table.create_index(
             "vector",
             config=IvfRq(distance_type="cosine", num_partitions=partitions),
             replace=True,
+            # LanceDB does not report the partition count; the name keeps it for retraining
+            name=f"vector_p{partitions}",
         )
 
 
@@ -280,7 +287,7 @@ class ImageTable(_Table):
         return "label" in self._table.schema.names
 
     def set_labels(
-        self, paths: Sequence[str], labels: Sequence[str], probabilities: np.ndarray, table: str
+        self, paths: Sequence[str], labels: Sequence[str], probabilities: np.ndarray, label_set: str
     ) -> None:
         """Store each photo's label, adding the label columns to a table that lacks them."""
         if not self.has_labels:
@@ -290,7 +297,7 @@ class ImageTable(_Table):
                 "path": list(paths),
                 "label": list(labels),
                 "label_probability": pa.array(probabilities, pa.float32()),
-                "label_table": [table] * len(paths),
+                "label_set": [label_set] * len(paths),
             }
         )
         self._table.merge_insert("path").when_matched_update_all().execute(data)
@@ -363,21 +370,27 @@ def _scalar_config(kind: str) -> Any:
     return BTree() if kind == "btree" else Bitmap()
 
 
-def _partitions(config: Any) -> int | None:
-    details = getattr(config, "index_details", None) or {}
-    value = details.get("num_partitions")
-    return int(value) if value is not None else None
+def _partitions(index_name: str) -> int | None:
+    match = re.fullmatch(r"vector_p(\d+)", index_name)
+    return int(match.group(1)) if match else None
 
 
 class Store:
     """A crossmodal database: a LanceDB directory with one image table and any text tables."""
 
-    def __init__(self, db_dir: Path, connection: Any) -> None:
+    def __init__(self, db_dir: Path, connection: Any, policy: IndexPolicy | None = None) -> None:
         self.db_dir = db_dir
         self._db = connection
+        self.policy = policy or IndexPolicy()  # when tables get ANN indexes, how they are searched
 
     @classmethod
-    def open(cls, db_dir: str | os.PathLike[str], *, create: bool = False) -> Store:
+    def open(
+        cls,
+        db_dir: str | os.PathLike[str],
+        *,
+        create: bool = False,
+        policy: IndexPolicy | None = None,
+    ) -> Store:
         import lancedb
 
         path = Path(db_dir).expanduser().resolve()
@@ -391,7 +404,8 @@ class Store:
         try:
             path.mkdir(parents=True, exist_ok=True)
             # interval 0: every read sees the latest commit, also one made by another process
-            return cls(path, lancedb.connect(str(path), read_consistency_interval=timedelta(0)))
+            connection = lancedb.connect(str(path), read_consistency_interval=timedelta(0))
+            return cls(path, connection, policy)
         except Exception as exc:
             raise StoreError(f"cannot open database {path}: {exc}") from exc
 
@@ -420,10 +434,11 @@ class Store:
                     IMAGES, schema=image_schema(identity.dim, identity), exist_ok=True
                 ),
                 identity,
+                self.policy,
             )
         table = self._open(IMAGES)
         self._check(table, IMAGES, identity)
-        return ImageTable(table, identity)
+        return ImageTable(table, identity, self.policy)
 
     def texts(self, name: str, identity: ModelIdentity, *, create: bool = False) -> TextTable:
         full = TEXT_PREFIX + name
@@ -433,10 +448,11 @@ class Store:
                     full, schema=text_schema(identity.dim, identity), exist_ok=True
                 ),
                 identity,
+                self.policy,
             )
         table = self._open(full)
         self._check(table, full, identity)
-        return TextTable(table, identity)
+        return TextTable(table, identity, self.policy)
 
     def drop(self, table: str) -> None:
         if table in self.table_names():

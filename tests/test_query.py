@@ -20,7 +20,10 @@ T = Term
         ),
         ("'dogs' - 'cats'", [T(1.0, text="dogs"), T(-1.0, text="cats")]),
         ('@me.jpg + "at night"', [T(1.0, image="me.jpg"), T(1.0, text="at night")]),
-        ('@"my photos/a b.jpg" - 2 * "snow"', [T(1.0, image="my photos/a b.jpg"), T(-2.0, text="snow")]),
+        (
+            '@"my photos/a b.jpg" - 2 * "snow"',
+            [T(1.0, image="my photos/a b.jpg"), T(-2.0, text="snow")],
+        ),
         ('-0.3*@ugly.png + "cat"', [T(-0.3, image="ugly.png"), T(1.0, text="cat")]),
         ('"a" - -"b"', [T(1.0, text="a"), T(1.0, text="b")]),
         ('.5*"x"', [T(0.5, text="x")]),
@@ -59,5 +62,5 @@ def test_typed_api_builds_the_same_query_as_the_syntax():
 
 def test_plain_text_is_not_composition():
     assert not is_composed("sunset over the sea - 2019")
-    assert is_composed('@x.jpg')
+    assert is_composed("@x.jpg")
     assert is_composed('sunset - "people"')

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from crossmodal.cli import indexing, searching
+from crossmodal.cli import indexing, maintenance, searching
 from crossmodal.cli.options import setup_logging
 
 
@@ -16,5 +16,5 @@ def main(verbose: int) -> None:
     setup_logging(verbose)
 
 
-for command in (*indexing.COMMANDS, *searching.COMMANDS):
+for command in (*indexing.COMMANDS, *searching.COMMANDS, *maintenance.COMMANDS):
     main.add_command(command)

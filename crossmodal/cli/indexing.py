@@ -66,6 +66,9 @@ def index(
             bar.update(task, completed=event.done, total=event.total, rate=event.images_per_second)
 
         report = index_folder(photos_dir, store, encoder, config, on_progress)
+    with err.status("updating search indexes ..."):
+        # builds the ANN index once the table is large enough, else folds new rows in
+        store.images(encoder.identity).maintain_index()
     if as_json:
         print_json(report_dict(report, store))
     else:

@@ -18,10 +18,13 @@ from crossmodal.cli.options import (
     print_json,
 )
 from crossmodal.errors import CrossmodalError
+from crossmodal.filters import Filters, parse_date
 from crossmodal.labels import DEFAULT_TABLE, add_texts, read_texts
+from crossmodal.query import Query, parse_query
 from crossmodal.search import (
     Searcher,
     SearchHit,
+    SearchOptions,
     TextHit,
     captions_for,
     classify_with_table,
@@ -32,13 +35,64 @@ from crossmodal.store import TEXT_PREFIX, Store, row_dict
 image_path = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 
+def filter_options(func):  # type: ignore[no-untyped-def]
+    """The options that narrow which photos a command looks at; they build a `Filters`."""
+    options = [
+        click.option("--folder", help="A folder path (with its subfolders), or a folder name."),
+        click.option("--after", help="Taken on or after: YYYY, YYYY-MM or YYYY-MM-DD."),
+        click.option("--before", help="Taken before: YYYY, YYYY-MM or YYYY-MM-DD."),
+        click.option(
+            "--min-width", type=click.IntRange(min=1), help="At least this many pixels wide."
+        ),
+        click.option(
+            "--min-height", type=click.IntRange(min=1), help="At least this many pixels high."
+        ),
+        click.option("--orientation", type=click.Choice(["landscape", "portrait", "square"])),
+        click.option(
+            "--type",
+            "types",
+            multiple=True,
+            help="File type, e.g. jpg or png; repeat or separate with commas.",
+        ),
+        click.option("--label", help="Only photos `classify --all` labelled so."),
+        click.option("--where", help='SQL on the image table, e.g. "size > 5000000".'),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def build_filters(options: dict[str, object]) -> Filters:
+    types = tuple(t.strip() for value in options.get("types") or () for t in str(value).split(","))
+    after, before = options.get("after"), options.get("before")
+    return Filters(
+        folder=options.get("folder"),  # type: ignore[arg-type]
+        after=parse_date(str(after), option="--after") if after else None,
+        before=parse_date(str(before), option="--before") if before else None,
+        min_width=options.get("min_width"),  # type: ignore[arg-type]
+        min_height=options.get("min_height"),  # type: ignore[arg-type]
+        orientation=options.get("orientation"),  # type: ignore[arg-type]
+        types=tuple(t for t in types if t),
+        label=options.get("label"),  # type: ignore[arg-type]
+        where=options.get("where"),  # type: ignore[arg-type]
+    )
+
+
 @click.command()
 @click.argument("query", required=False)
 @click.option("--image", "image", type=image_path, help="Find photos similar to this image.")
 @click.option("-k", "--top", "k", default=10, show_default=True, help="How many results.")
+@click.option("--offset", default=0, show_default=True, help="Skip this many (for paging).")
 @click.option(
-    "--where", default=None, help="SQL filter on the image table, e.g. \"suffix = '.png'\"."
+    "--min-score",
+    type=click.FloatRange(-1.0, 1.0),
+    default=None,
+    help="Only hits at least this similar (cosine, e.g. 0.25).",
 )
+@click.option(
+    "--hybrid", is_flag=True, help="Also match the words in file, folder and label names."
+)
+@filter_options
 @db_option
 @model_options
 @json_option
@@ -47,34 +101,44 @@ def search(
     query: str | None,
     image: Path | None,
     k: int,
-    where: str | None,
+    offset: int,
+    min_score: float | None,
+    hybrid: bool,
     db_dir: Path,
     model_spec: str | None,
     device: str,
     precision: str,
     batch_size: int,
     as_json: bool,
+    **filters: object,
 ) -> None:
-    """Search indexed photos by text (QUERY) or by example image (--image)."""
-    if bool(query) == bool(image):
-        raise click.UsageError("give either a text QUERY or --image PATH")
+    """Search indexed photos by text (QUERY), by example image (--image), or both composed.
+
+    \b
+    QUERY is plain words, or weighted terms joined by + and -:
+      crossmodal search "a dog on the beach"
+      crossmodal search '"beach" + 0.5*"sunset" - "people"'
+      crossmodal search '@me.jpg + "at night"'      (also: --image me.jpg "at night")
+    """
+    if not query and not image:
+        raise click.UsageError("give either a text QUERY or --image PATH (or both)")
+    parsed = parse_query(query) if query else None
+    if image is not None:
+        parsed = Query.image(image) + parsed if parsed else Query.image(image)
+    assert parsed is not None
+    options = SearchOptions(k, offset, min_score, build_filters(filters), hybrid)
     store = Store.open(db_dir)
     encoder = load(choose_model(store, model_spec), device, precision, batch_size)
-    searcher = Searcher(store, encoder)
-    if query:
-        hits = searcher.by_text(query, k, where)
-    else:
-        assert image is not None
-        hits = searcher.by_image(image, k, where)
-    print_hits(hits, as_json)
+    hits = Searcher(store, encoder).search(parsed, options)
+    print_hits(hits, as_json, offset)
 
 
-def print_hits(hits: list[SearchHit], as_json: bool) -> None:
+def print_hits(hits: list[SearchHit], as_json: bool, offset: int = 0) -> None:
     if as_json:
         print_json(
             [
                 {"rank": i, "score": round(h.score, 4), **row_dict(h.row)}
-                for i, h in enumerate(hits, 1)
+                for i, h in enumerate(hits, offset + 1)
             ]
         )
         return
@@ -82,7 +146,7 @@ def print_hits(hits: list[SearchHit], as_json: bool) -> None:
         out.print("no results")
         return
     # plain lines, full paths: easy to read, copy, and pipe into other tools
-    for i, hit in enumerate(hits, 1):
+    for i, hit in enumerate(hits, offset + 1):
         click.echo(f"{i:>3}  {hit.score:6.3f}  {hit.path}")
 
 
@@ -153,7 +217,7 @@ def _image_text_setup(
 
 
 @click.command()
-@click.argument("image", type=image_path)
+@click.argument("image", type=image_path, required=False)
 @click.option("--table", default=DEFAULT_TABLE, show_default=True, help="Text table of labels.")
 @click.option(
     "--labels",
@@ -161,15 +225,26 @@ def _image_text_setup(
     default=None,
     help="Comma-separated labels to use instead of a table, e.g. 'cat,dog,car'.",
 )
+@click.option(
+    "--all",
+    "whole_index",
+    is_flag=True,
+    help="Label every indexed photo (or those --folder selects) into the label column.",
+)
+@click.option("--relabel", is_flag=True, help="With --all: also photos labelled before.")
+@click.option("--folder", help="With --all: only photos in this folder (path or name).")
 @click.option("-k", "--top", "k", default=5, show_default=True)
 @db_option
 @model_options
 @json_option
 @friendly_errors
 def classify(
-    image: Path,
+    image: Path | None,
     table: str,
     inline: str | None,
+    whole_index: bool,
+    relabel: bool,
+    folder: str | None,
     k: int,
     db_dir: Path,
     model_spec: str | None,
@@ -178,7 +253,21 @@ def classify(
     batch_size: int,
     as_json: bool,
 ) -> None:
-    """Zero-shot classification: the probability of each label for IMAGE."""
+    """Zero-shot classification: the probability of each label for IMAGE.
+
+    With --all, every indexed photo gets its most likely label from the table, stored in the
+    image table so searches can filter on it (`search ... --label cat`). Only photos not yet
+    labelled from the same labels are done again, so re-running after `index` is quick.
+    """
+    if whole_index:
+        if image is not None or inline is not None:
+            raise click.UsageError("--all labels the index from --table; give no IMAGE or --labels")
+        label_all(
+            table, relabel, folder, db_dir, model_spec, device, precision, batch_size, as_json
+        )
+        return
+    if image is None:
+        raise click.UsageError("give an IMAGE to classify, or --all to label the whole index")
     if inline is not None:
         from crossmodal.images import decode_image
 
@@ -196,6 +285,43 @@ def classify(
         )
         hits = classify_with_table(encoder, vector, store.texts(table, encoder.identity))
     print_text_hits(hits[:k], as_json, with_probability=True)
+
+
+def label_all(
+    table: str,
+    relabel: bool,
+    folder: str | None,
+    db_dir: Path,
+    model_spec: str | None,
+    device: str,
+    precision: str,
+    batch_size: int,
+    as_json: bool,
+) -> None:
+    from crossmodal.classification import label_index
+
+    store = Store.open(db_dir)
+    encoder = load(model_spec or _texts_model(store, table), device, precision, batch_size)
+    where = Filters(folder=folder).to_sql()
+    report = label_index(store, encoder, table, where=where, relabel=relabel)
+    store.images(encoder.identity).maintain_index()  # the label's keyword and scalar indexes
+    if as_json:
+        print_json(
+            {
+                "label_set": report.label_set,
+                "labelled": report.labelled,
+                "already_labelled": report.already,
+                "counts": dict(report.counts),
+                "seconds": round(report.seconds, 3),
+            }
+        )
+        return
+    out.print(
+        f"labelled {report.labelled} photos from {report.label_set} in {report.seconds:.1f} s "
+        f"({report.already} already labelled)"
+    )
+    for label, count in report.counts:
+        click.echo(f"{count:>8}  {label}")
 
 
 @click.command()

@@ -1,0 +1,136 @@
+"""The vector index policy: exact while small, IVF_RQ once large, exact cosine scores either way,
+and correct results while rows are added and removed."""
+
+from datetime import datetime
+
+import numpy as np
+import pytest
+
+from crossmodal.models import ModelIdentity
+from crossmodal.records import ImageRow, IndexPolicy
+from crossmodal.store import Store
+
+DIM = 16
+IDENTITY = ModelIdentity("synthetic", "synthetic", DIM, "none")
+POLICY = IndexPolicy(min_rows=400, partition_rows=100, nprobes=4, refine_factor=10)
+
+
+def rows(start, count):
+    when = datetime(2020, 1, 1)
+    return [
+        ImageRow(
+            path=f"/p/{'even' if i % 2 == 0 else 'odd'}/img_{i:05d}.jpg",
+            folder=f"/p/{'even' if i % 2 == 0 else 'odd'}",
+            name=f"img_{i:05d}.jpg",
+            suffix=".jpg",
+            size=1000 + i,
+            mtime_ns=0,
+            content_hash=f"h{i}",
+            width=100,
+            height=80,
+            format="JPEG",
+            captured_at=None,
+            taken_at=when,
+            indexed_at=when,
+        )
+        for i in range(start, start + count)
+    ]
+
+
+def vectors(start, count):
+    # clustered, like real embeddings: 20 centres, points spread around them
+    rng = np.random.default_rng(start)
+    centres = np.random.default_rng(0).standard_normal((20, DIM))
+    x = centres[rng.integers(0, 20, count)] + 0.3 * rng.standard_normal((count, DIM))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture
+def table(tmp_path):
+    store = Store.open(tmp_path / "db", create=True, policy=POLICY)
+    table = store.images(IDENTITY, create=True)
+    table.upsert(rows(0, 600), vectors(0, 600))
+    return table
+
+
+def exact(matrix, query, k):
+    sims = matrix @ query
+    order = np.argsort(-sims, kind="stable")[:k]
+    return order, sims[order]
+
+
+def test_small_tables_stay_exact_and_large_ones_get_an_index(tmp_path):
+    store = Store.open(tmp_path / "db", create=True, policy=POLICY)
+    table = store.images(IDENTITY, create=True)
+    table.upsert(rows(0, 300), vectors(0, 300))
+    state = table.maintain_index()
+    assert (state.rows, state.vector_index) == (300, None)
+    assert state.keyword_columns == ("folder", "name")  # keyword search works at any size
+    table.upsert(rows(300, 200), vectors(300, 200))
+    state = table.maintain_index()
+    assert (state.rows, state.vector_index, state.unindexed_rows) == (500, "IVF_RQ", 0)
+    assert state.scalar_columns == ("format", "path", "taken_at")
+
+
+def test_ann_scores_are_exact_cosine_and_recall_is_high(table):
+    table.maintain_index()
+    assert table.index_state().vector_index == "IVF_RQ"
+    matrix = vectors(0, 600)
+    queries = vectors(10_000, 20)
+    found = 0
+    for query in queries:
+        hits = table.nearest(query, 10)
+        expected, _ = exact(matrix, query, 10)
+        for row, score in hits:
+            index = int(row.name[4:9])
+            assert score == pytest.approx(float(matrix[index] @ query), abs=1e-5)
+        found += len({int(r.name[4:9]) for r, _ in hits} & set(expected.tolist()))
+        assert [s for _, s in hits] == sorted((s for _, s in hits), reverse=True)
+    assert found / (10 * len(queries)) >= 0.9
+
+
+def test_rows_added_after_the_index_are_found_at_once_and_folded_in_by_maintenance(table):
+    table.maintain_index()
+    newcomer = np.zeros(DIM, np.float32)
+    newcomer[0] = 1.0
+    table.upsert(rows(600, 1), newcomer[None, :])
+    assert table.index_state().unindexed_rows == 1
+    assert table.nearest(newcomer, 1)[0][0].name == "img_00600.jpg"
+    state = table.maintain_index()
+    assert (state.rows, state.unindexed_rows) == (601, 0)
+    assert table.nearest(newcomer, 1)[0][0].name == "img_00600.jpg"
+    table.delete_paths(["/p/even/img_00600.jpg"])
+    assert all(r.name != "img_00600.jpg" for r, _ in table.nearest(newcomer, 5))
+
+
+def test_narrow_filter_and_paging_with_an_index(table):
+    table.maintain_index()
+    query = vectors(10_000, 1)[0]
+    hits = table.nearest(query, 5, "name = 'img_00007.jpg' OR name = 'img_00321.jpg'")
+    assert sorted(r.name for r, _ in hits) == ["img_00007.jpg", "img_00321.jpg"]
+    first = table.nearest(query, 10)
+    second = table.nearest(query, 5, offset=5)
+    assert [r.path for r, _ in second] == [r.path for r, _ in first[5:]]
+    odd = table.nearest(query, 10, "folder = '/p/odd'")
+    assert len(odd) == 10 and all(r.folder == "/p/odd" for r, _ in odd)
+
+
+def test_build_on_demand_refuses_a_tiny_table(tmp_path):
+    store = Store.open(tmp_path / "db", create=True, policy=POLICY)
+    table = store.images(IDENTITY, create=True)
+    table.upsert(rows(0, 10), vectors(0, 10))
+    with pytest.raises(Exception, match="at least 256"):
+        table.build_index()
+
+
+def test_an_outgrown_index_is_retrained_with_more_partitions(table):
+    assert table.maintain_index().partitions == 6
+    table.upsert(rows(600, 700), vectors(600, 700))
+    state = table.maintain_index()
+    assert (state.rows, state.vector_index, state.partitions, state.unindexed_rows) == (
+        1300,
+        "IVF_RQ",
+        13,
+        0,
+    )
+    assert len([c for c in table._table.list_indices() if c.columns == ["vector"]]) == 1
