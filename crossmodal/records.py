@@ -30,15 +30,17 @@ LABEL_FIELDS = (
 class IndexPolicy:
     """When a table gets an ANN index, and how searches use it.
 
-    Below `min_rows` a search is an exact scan, fast enough at that size. Above, an IVF_RQ index
-    (RaBitQ codes, 1 bit per dimension, cosine) picks candidates and `refine_factor` times `k`
-    of them are re-scored with their full vectors, so scores stay exact cosine similarities.
+    Below `min_rows` a search is an exact scan, fast enough at that size. Above, an IVF index
+    with cosine distance picks candidates (IVF_SQ: 8-bit scalar codes), and `refine_factor`
+    times `k` of them are re-scored on their full vectors, so scores are exact cosine
+    similarities and the ranking is exact among the candidates.
     """
 
     min_rows: int = 50_000
+    index_type: str = "IVF_SQ"  # or IVF_RQ (1-bit RaBitQ: smaller, less recall), IVF_PQ
     partition_rows: int = 4_096  # rows per IVF partition when the index is trained
     nprobes: int = 16  # partitions searched per query (more are searched if a filter needs it)
-    refine_factor: int = 10
+    refine_factor: int = 5
     retrain_growth: float = 2.0  # retrain once the table has this many times the trained rows
 
 

@@ -152,8 +152,13 @@ class _Table:
         return self.index_state()
 
     def _build_vector_index(self, rows: int) -> None:
-        from lancedb.index import IvfRq
+        from lancedb import index
 
+        configs = {"IVF_SQ": index.IvfSq, "IVF_RQ": index.IvfRq, "IVF_PQ": index.IvfPq}
+        if self.policy.index_type not in configs:
+            raise CrossmodalError(
+                f"unknown index type {self.policy.index_type!r}; choose {', '.join(configs)}"
+            )
         partitions = max(1, rows // self.policy.partition_rows)
         for config in self._table.list_indices():
             if config.columns == ["vector"] and config.name != f"vector_p{partitions}":
@@ -161,7 +166,9 @@ class _Table:
                 self._table.drop_index(config.name)
         self._table.create_index(
             "vector",
-            config=IvfRq(distance_type="cosine", num_partitions=partitions),
+            config=configs[self.policy.index_type](
+                distance_type="cosine", num_partitions=partitions
+            ),
             replace=True,
             # LanceDB does not report the partition count; the name keeps it for retraining
             name=f"vector_p{partitions}",
@@ -193,6 +200,20 @@ class ImageTable(_Table):
         """Insert rows, or replace those whose path is already stored, in one atomic commit."""
         if not rows:
             return
+        (
+            self._table.merge_insert("path")
+            .when_matched_update_all()
+            .when_not_matched_insert_all()
+            .execute(self._arrow(rows, vectors))
+        )
+
+    def append(self, rows: Sequence[ImageRow], vectors: np.ndarray) -> None:
+        """Add rows whose paths the caller knows are not stored yet: no lookup, much faster
+        than `upsert` for a first bulk load. One atomic commit."""
+        if rows:
+            self._table.add(self._arrow(rows, vectors))
+
+    def _arrow(self, rows: Sequence[ImageRow], vectors: np.ndarray) -> pa.Table:
         columns: dict[str, Any] = {
             f.name: [getattr(r, f.name) for r in rows] for f in fields(ImageRow)
         }
@@ -201,13 +222,7 @@ class ImageTable(_Table):
         for name in schema.names:
             # labels describe the old content: a changed row is labelled again by classify
             columns.setdefault(name, pa.nulls(len(rows), schema.field(name).type))
-        data = pa.table(columns, schema=schema)
-        (
-            self._table.merge_insert("path")
-            .when_matched_update_all()
-            .when_not_matched_insert_all()
-            .execute(data)
-        )
+        return pa.table(columns, schema=schema)
 
     def delete_paths(self, paths: Iterable[str]) -> None:
         paths = list(paths)

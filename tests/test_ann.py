@@ -1,4 +1,4 @@
-"""The vector index policy: exact while small, IVF_RQ once large, exact cosine scores either way,
+"""The vector index policy: exact while small, IVF_SQ once large, exact cosine scores either way,
 and correct results while rows are added and removed."""
 
 from datetime import datetime
@@ -68,13 +68,13 @@ def test_small_tables_stay_exact_and_large_ones_get_an_index(tmp_path):
     assert state.keyword_columns == ("folder", "name")  # keyword search works at any size
     table.upsert(rows(300, 200), vectors(300, 200))
     state = table.maintain_index()
-    assert (state.rows, state.vector_index, state.unindexed_rows) == (500, "IVF_RQ", 0)
+    assert (state.rows, state.vector_index, state.unindexed_rows) == (500, "IVF_SQ", 0)
     assert state.scalar_columns == ("format", "path", "taken_at")
 
 
 def test_ann_scores_are_exact_cosine_and_recall_is_high(table):
     table.maintain_index()
-    assert table.index_state().vector_index == "IVF_RQ"
+    assert table.index_state().vector_index == "IVF_SQ"
     matrix = vectors(0, 600)
     queries = vectors(10_000, 20)
     found = 0
@@ -129,7 +129,7 @@ def test_an_outgrown_index_is_retrained_with_more_partitions(table):
     state = table.maintain_index()
     assert (state.rows, state.vector_index, state.partitions, state.unindexed_rows) == (
         1300,
-        "IVF_RQ",
+        "IVF_SQ",
         13,
         0,
     )
