@@ -154,7 +154,7 @@ def parse_query(query: str) -> Query:
                 raise QuerySyntaxError(query, start, "two weights in a row")
             weight = float(match.group("number"))
         else:
-            value = match.group(kind)
+            value = match.group(kind or 0)
             if kind in ("dq", "sq"):
                 if not value.strip():
                     raise QuerySyntaxError(query, start, "empty quoted text")

@@ -36,7 +36,7 @@ class IndexPolicy:
     similarities and the ranking is exact among the candidates.
     """
 
-    min_rows: int = 50_000
+    min_rows: int = 10_000
     index_type: str = "IVF_SQ"  # or IVF_RQ (1-bit RaBitQ: smaller, less recall), IVF_PQ
     partition_rows: int = 4_096  # rows per IVF partition when the index is trained
     nprobes: int = 16  # partitions searched per query (more are searched if a filter needs it)

@@ -50,7 +50,8 @@ def _path_in(paths: Sequence[str]) -> str:
 
 
 class _Table:
-    """Shared behaviour of image and text tables: identity, counting, deletion."""
+    """Shared behaviour of image and text tables: identity, counting, nearest neighbours, and
+    the upkeep of their indexes."""
 
     def __init__(
         self, table: Any, identity: ModelIdentity, policy: IndexPolicy | None = None
@@ -143,9 +144,13 @@ class _Table:
         trained = (state.partitions or 0) * self.policy.partition_rows
         if state.partitions and state.rows > self.policy.retrain_growth * trained:
             return self.build_index()
-        missing = [c for c in FTS_COLUMNS if c in self._table.schema.names]
-        if set(missing) - set(state.keyword_columns):
+        names = self._table.schema.names
+        if set(c for c in FTS_COLUMNS if c in names) - set(state.keyword_columns):
             self.build_index(keywords_only=True)
+        if state.vector_index is not None:
+            for column, kind in SCALAR_INDEXES.items():  # e.g. `label`, added after the build
+                if column in names and column not in state.scalar_columns:
+                    self._table.create_index(column, config=_scalar_config(kind))
         # merges new rows into every index and compacts small files; keeps old versions a week
         # so a search running in another process is never pulled from under its feet
         self._table.optimize()
@@ -251,12 +256,10 @@ class ImageTable(_Table):
         rank fusion). Ranked by the fusion; each row comes with its exact cosine similarity."""
         from lancedb.rerankers import RRFReranker
 
-        state = self.index_state()
-        if not set(c for c in FTS_COLUMNS if c in self._table.schema.names) <= set(
-            state.keyword_columns
-        ):
-            self.build_index(keywords_only=True)
         columns = [c for c in FTS_COLUMNS if c in self._table.schema.names]
+        indexed = {c.columns[0] for c in self._table.list_indices() if c.index_type == "FTS"}
+        if not set(columns) <= indexed:
+            self.build_index(keywords_only=True)
         vector = np.asarray(vector, np.float32)
         query = (
             self._table.search(query_type="hybrid", fts_columns=columns)

@@ -46,7 +46,9 @@ def test_label_the_whole_index_then_filter_and_search_by_label(store, photos, en
     add_texts(store, encoder, ["red", "green", "blue", "yellow", "cyan", "black"])
     report = label_index(store, encoder)
     assert (report.labelled, report.already) == (6, 0)
-    assert dict(report.counts) == {c: 1 for c in ["red", "green", "blue", "yellow", "cyan", "black"]}
+    assert dict(report.counts) == {
+        c: 1 for c in ["red", "green", "blue", "yellow", "cyan", "black"]
+    }
     searcher = Searcher(store, encoder)
     hits = searcher.search("red", SearchOptions(k=10, filters=Filters(label="cyan")))
     assert [h.row.name for h in hits] == ["cyan.png"]

@@ -63,7 +63,8 @@ def filter_options(func):  # type: ignore[no-untyped-def]
 
 
 def build_filters(options: dict[str, object]) -> Filters:
-    types = tuple(t.strip() for value in options.get("types") or () for t in str(value).split(","))
+    given: tuple[str, ...] = options.get("types") or ()  # type: ignore[assignment]
+    types = tuple(t.strip() for value in given for t in str(value).split(","))
     after, before = options.get("after"), options.get("before")
     return Filters(
         folder=options.get("folder"),  # type: ignore[arg-type]
