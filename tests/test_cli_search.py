@@ -1,4 +1,5 @@
 """The CLI's search flags and the optimize, duplicates and classify --all commands."""
+# ruff: noqa: F811  (pytest fixtures imported from another test module are parameters here)
 
 import json
 
@@ -6,7 +7,7 @@ from conftest import make_image
 from test_cli import cli  # noqa: F401  (the CLI runner fixture with the colour encoder)
 
 
-def index(cli, photos, tmp_path):  # noqa: F811
+def index(cli, photos, tmp_path):
     result = cli("index", photos, "--db", tmp_path / "db", "--model", "fake-a")
     assert result.exit_code == 0, result.output
 
@@ -16,7 +17,7 @@ def names(result):
     return [h["name"] for h in json.loads(result.output)]
 
 
-def test_composed_query_filters_threshold_and_paging(cli, photos, tmp_path):  # noqa: F811
+def test_composed_query_filters_threshold_and_paging(cli, photos, tmp_path):
     index(cli, photos, tmp_path)
     db = ("--db", tmp_path / "db", "--json")
     assert names(cli("search", '"red" - "blue"', "-k", "1", *db)) == ["red.jpg"]
@@ -32,7 +33,7 @@ def test_composed_query_filters_threshold_and_paging(cli, photos, tmp_path):  # 
     assert names(both) == ["red.jpg"]
 
 
-def test_date_and_where_errors_are_readable(cli, photos, tmp_path):  # noqa: F811
+def test_date_and_where_errors_are_readable(cli, photos, tmp_path):
     index(cli, photos, tmp_path)
     result = cli("search", "red", "--db", tmp_path / "db", "--after", "last week")
     assert result.exit_code == 1 and "cannot read --after 'last week'" in result.output
@@ -42,7 +43,7 @@ def test_date_and_where_errors_are_readable(cli, photos, tmp_path):  # noqa: F81
     assert result.exit_code == 1 and "cannot read query at character 9" in result.output
 
 
-def test_classify_all_then_search_by_label_and_hybrid(cli, photos, tmp_path):  # noqa: F811
+def test_classify_all_then_search_by_label_and_hybrid(cli, photos, tmp_path):
     index(cli, photos, tmp_path)
     labels = tmp_path / "labels.txt"
     labels.write_text("red\ngreen\nblue\nyellow\ncyan\nblack\n")
@@ -57,7 +58,7 @@ def test_classify_all_then_search_by_label_and_hybrid(cli, photos, tmp_path):  #
     assert result.exit_code == 2 and "or --all" in result.output
 
 
-def test_duplicates_and_optimize(cli, photos, tmp_path):  # noqa: F811
+def test_duplicates_and_optimize(cli, photos, tmp_path):
     make_image(photos / "copy" / "red_big.png", "red", size=(96, 64))
     index(cli, photos, tmp_path)
     groups = json.loads(cli("duplicates", "--db", tmp_path / "db", "--json").output)

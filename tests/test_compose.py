@@ -1,25 +1,14 @@
 """Composed queries, thresholds, paging, filters and hybrid keyword search through `Searcher`."""
+# ruff: noqa: F811  (pytest fixtures imported from another test module are parameters here)
 
 import pytest
 from conftest import make_image
+from test_search import names, searcher  # noqa: F401  (the indexed-photos fixture)
 
 from crossmodal.errors import CrossmodalError
 from crossmodal.filters import Filters
-from crossmodal.indexing import index_folder
 from crossmodal.query import Query
-from crossmodal.search import Searcher, SearchOptions
-from crossmodal.store import Store
-
-
-@pytest.fixture
-def searcher(photos, tmp_path, encoder):
-    store = Store.open(tmp_path / "db", create=True)
-    index_folder(photos, store, encoder)
-    return Searcher(store, encoder)
-
-
-def names(hits):
-    return [h.row.name for h in hits]
+from crossmodal.search import SearchOptions
 
 
 def test_weighted_sum_of_texts(searcher):

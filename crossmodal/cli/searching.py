@@ -20,6 +20,7 @@ from crossmodal.cli.options import (
 from crossmodal.errors import CrossmodalError
 from crossmodal.filters import Filters, parse_date
 from crossmodal.labels import DEFAULT_TABLE, add_texts, read_texts
+from crossmodal.models import Encoder
 from crossmodal.query import Query, parse_query
 from crossmodal.search import (
     Searcher,
@@ -263,9 +264,9 @@ def classify(
     if whole_index:
         if image is not None or inline is not None:
             raise click.UsageError("--all labels the index from --table; give no IMAGE or --labels")
-        label_all(
-            table, relabel, folder, db_dir, model_spec, device, precision, batch_size, as_json
-        )
+        store = Store.open(db_dir)
+        encoder = load(model_spec or _texts_model(store, table), device, precision, batch_size)
+        label_all(store, encoder, table, relabel, folder, as_json)
         return
     if image is None:
         raise click.UsageError("give an IMAGE to classify, or --all to label the whole index")
@@ -289,20 +290,10 @@ def classify(
 
 
 def label_all(
-    table: str,
-    relabel: bool,
-    folder: str | None,
-    db_dir: Path,
-    model_spec: str | None,
-    device: str,
-    precision: str,
-    batch_size: int,
-    as_json: bool,
+    store: Store, encoder: Encoder, table: str, relabel: bool, folder: str | None, as_json: bool
 ) -> None:
     from crossmodal.classification import label_index
 
-    store = Store.open(db_dir)
-    encoder = load(model_spec or _texts_model(store, table), device, precision, batch_size)
     where = Filters(folder=folder).to_sql()
     report = label_index(store, encoder, table, where=where, relabel=relabel)
     store.images(encoder.identity).maintain_index()  # the label's keyword and scalar indexes
