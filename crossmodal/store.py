@@ -86,11 +86,11 @@ class _Table:
             .distance_type("cosine")
             # ignored by an exact scan; with an index, re-scores candidates on full vectors
             .nprobes(policy.nprobes)
-            .maximum_nprobes(0)  # a narrow filter may need more partitions to fill k
             .refine_factor(policy.refine_factor)
         )
         if where:
-            query = query.where(where, prefilter=True)
+            # a narrow filter may need more partitions to fill k (costs time: filters only)
+            query = query.where(where, prefilter=True).maximum_nprobes(0)
         query = query.select([*columns, "_distance"]).limit(k + offset)
         return _run(query, where).slice(offset)
 
