@@ -139,10 +139,11 @@ class _Table:
         folds new rows into existing indexes, retrains one the table has outgrown, and
         compacts the files. Cheap when nothing changed."""
         state = self.index_state()
-        if state.vector_index is None and state.rows >= self.policy.min_rows:
-            return self.build_index()
         trained = (state.partitions or 0) * self.policy.partition_rows
-        if state.partitions and state.rows > self.policy.retrain_growth * trained:
+        if (state.vector_index is None and state.rows >= self.policy.min_rows) or (
+            state.partitions and state.rows > self.policy.retrain_growth * trained
+        ):
+            self._compact()  # first: an index built on compacted files is faster to search
             return self.build_index()
         names = self._table.schema.names
         if set(c for c in FTS_COLUMNS if c in names) - set(state.keyword_columns):
@@ -151,10 +152,15 @@ class _Table:
             for column, kind in SCALAR_INDEXES.items():  # e.g. `label`, added after the build
                 if column in names and column not in state.scalar_columns:
                     self._table.create_index(column, config=_scalar_config(kind))
-        # merges new rows into every index and compacts small files; keeps old versions a week
-        # so a search running in another process is never pulled from under its feet
-        self._table.optimize()
+        self._compact()
         return self.index_state()
+
+    def _compact(self) -> None:
+        """Merge new rows into every index, compact small files, and delete the files of
+        versions older than ten minutes (a compaction would otherwise double the disk use for
+        LanceDB's default week). Every read checks out the latest version, so only a query
+        running for ten minutes could still need an old one."""
+        self._table.optimize(cleanup_older_than=timedelta(minutes=10))
 
     def _build_vector_index(self, rows: int) -> None:
         from lancedb import index

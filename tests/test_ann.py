@@ -49,7 +49,9 @@ def vectors(start, count):
 def table(tmp_path):
     store = Store.open(tmp_path / "db", create=True, policy=POLICY)
     table = store.images(IDENTITY, create=True)
-    table.upsert(rows(0, 600), vectors(0, 600))
+    table.append(rows(0, 300), vectors(0, 300))  # a first bulk load
+    table.upsert(rows(300, 300), vectors(300, 300))
+    assert table.count() == 600
     return table
 
 
@@ -75,7 +77,7 @@ def test_small_tables_stay_exact_and_large_ones_get_an_index(tmp_path):
 def test_ann_scores_are_exact_cosine_and_recall_is_high(table):
     table.maintain_index()
     assert table.index_state().vector_index == "IVF_SQ"
-    matrix = vectors(0, 600)
+    matrix = np.concatenate([vectors(0, 300), vectors(300, 300)])  # as the fixture wrote them
     queries = vectors(10_000, 20)
     found = 0
     for query in queries:
