@@ -318,3 +318,79 @@ def test_every_package_is_installed():
     }
     assert on_disk | {"crossmodal_demo"} == set(config["packages"])
     assert config["package-dir"] == {"crossmodal_demo": "demo"}
+
+
+class FakeApp:
+    """Stands in for demo/app.py: records how the command launches it."""
+
+    def __init__(self) -> None:
+        self.launches: list[tuple[DemoService, dict[str, object]]] = []
+
+    def launch(self, service: DemoService, **options: object) -> None:
+        self.launches.append((service, options))
+
+
+@pytest.fixture
+def demo_cli(monkeypatch):
+    from click.testing import CliRunner
+
+    import crossmodal.cli.demo as demo_command
+    from crossmodal.cli import main
+
+    app, loaded = FakeApp(), []
+
+    def fake_load(spec, device, precision, batch_size):
+        loaded.append((spec, device, precision))
+        return ColourEncoder(spec)
+
+    monkeypatch.setattr(demo_command, "load", fake_load)
+    monkeypatch.setattr(demo_command, "app_module", lambda: app)
+
+    def run(*args):
+        result = CliRunner().invoke(main, ["demo", *map(str, args)], catch_exceptions=False)
+        return result, app.launches, loaded
+
+    return run
+
+
+def test_demo_command_loads_the_tables_model_once_and_stays_on_this_machine(
+    demo_cli, photos, tmp_path, encoder
+):
+    index_folder(photos, Store.open(tmp_path / "db", create=True), encoder)
+    result, launches, loaded = demo_cli("--db", tmp_path / "db")
+    assert result.exit_code == 0, result.output
+    assert loaded == [("fake-colours", "auto", "auto")]
+    ((service, options),) = launches
+    assert options == {
+        "host": "127.0.0.1",
+        "port": None,
+        "share": False,
+        "allow_indexing": True,
+        "open_browser": False,
+    }
+    assert service.encoder.identity.spec == "fake-colours"
+    assert not service.workdir.exists()  # the private folder is removed when the demo stops
+
+
+def test_demo_command_offers_indexing_only_to_this_machine(demo_cli, tmp_path):
+    _, launches, _ = demo_cli("--db", tmp_path / "db", "--host", "0.0.0.0", "--port", 7000)
+    assert launches[0][1]["allow_indexing"] is False and launches[0][1]["port"] == 7000
+    _, launches, _ = demo_cli("--db", tmp_path / "db", "--share")
+    assert launches[1][1]["allow_indexing"] is False and launches[1][1]["share"] is True
+    _, launches, loaded = demo_cli(
+        "--db", tmp_path / "db", "--model", "fake-x", "--allow-indexing", "--share"
+    )
+    assert launches[2][1]["allow_indexing"] is True and loaded[-1][0] == "fake-x"
+
+
+def test_the_app_module_is_found_in_a_source_checkout():
+    from crossmodal.cli.demo import app_module, is_loopback
+
+    assert app_module().__name__ in ("crossmodal_demo.app", "demo.app")
+    assert [is_loopback(h) for h in ("127.0.0.1", "::1", "localhost", "0.0.0.0", "my.host")] == [
+        True,
+        True,
+        True,
+        False,
+        False,
+    ]
