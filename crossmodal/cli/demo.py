@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import ipaddress
+import signal
 import tempfile
 from pathlib import Path
 from types import ModuleType
@@ -63,17 +64,26 @@ def demo(
         allow_indexing = is_loopback(host) and not share
     from crossmodal.service import DemoService
 
-    with tempfile.TemporaryDirectory(prefix="crossmodal-demo-") as workdir:
-        service = DemoService(db_dir, encoder, Path(workdir))
-        err.print(f"model {encoder.identity.spec} on {encoder.device} ({encoder.precision})")
-        app.launch(
-            service,
-            host=host,
-            port=port,
-            share=share,
-            allow_indexing=allow_indexing,
-            open_browser=open_browser,
-        )
+    # `kill` then stops the server like Ctrl-C does, so the private folder is removed too
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        with tempfile.TemporaryDirectory(prefix="crossmodal-demo-") as workdir:
+            service = DemoService(db_dir, encoder, Path(workdir))
+            err.print(f"model {encoder.identity.spec} on {encoder.device} ({encoder.precision})")
+            app.launch(
+                service,
+                host=host,
+                port=port,
+                share=share,
+                allow_indexing=allow_indexing,
+                open_browser=open_browser,
+            )
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def app_module() -> ModuleType:
