@@ -64,8 +64,11 @@ def read_captions(path: Path, image_root: Path | None = None) -> CaptionedSet:
     """
     path = Path(path)
     if not path.is_file():
-        raise DatasetError(str(path), "captions file not found", "give the path of a .csv or "
-                           ".jsonl file listing image, caption")
+        raise DatasetError(
+            str(path),
+            "captions file not found",
+            "give the path of a .csv or .jsonl file listing image, caption",
+        )
     root = Path(image_root) if image_root is not None else path.parent
     suffix = path.suffix.lower()
     if suffix == ".csv" or suffix == ".tsv":
@@ -73,20 +76,28 @@ def read_captions(path: Path, image_root: Path | None = None) -> CaptionedSet:
     elif suffix in (".jsonl", ".json"):
         rows = _jsonl_rows(path)
     else:
-        raise DatasetError(str(path), f"unknown captions format {suffix!r}",
-                           "use a .csv (columns image, caption) or a .jsonl file")
+        raise DatasetError(
+            str(path),
+            f"unknown captions format {suffix!r}",
+            "use a .csv (columns image, caption) or a .jsonl file",
+        )
     merged: dict[str, tuple[list[str], str | None]] = {}
     for line, image, caption, label in rows:
         captions, known_label = merged.setdefault(image, ([], label))
         if known_label != label:
-            raise DatasetError(f"{path}:{line}", f"image {image!r} has two labels "
-                               f"({known_label!r} and {label!r})", "give each image one label")
+            raise DatasetError(
+                f"{path}:{line}",
+                f"image {image!r} has two labels ({known_label!r} and {label!r})",
+                "give each image one label",
+            )
         captions.extend(caption)
     if not merged:
-        raise DatasetError(str(path), "the captions file lists no images",
-                           "add rows of image, caption")
-    items = tuple(CaptionedImage(root / image, tuple(caps), label)
-                  for image, (caps, label) in merged.items())
+        raise DatasetError(
+            str(path), "the captions file lists no images", "add rows of image, caption"
+        )
+    items = tuple(
+        CaptionedImage(root / image, tuple(caps), label) for image, (caps, label) in merged.items()
+    )
     missing = [str(item.path) for item in items if not item.path.is_file()]
     if missing:
         raise MissingImagesError(str(path), missing)
@@ -114,14 +125,20 @@ def _csv_rows(path: Path) -> list[_Row]:
         image_col, caption_col = _pick(columns, IMAGE_COLUMNS), _pick(columns, CAPTION_COLUMNS)
         label_col = _pick(columns, LABEL_COLUMNS)
         if image_col is None or caption_col is None:
-            raise DatasetError(str(path), f"the header {columns} has no image and caption columns",
-                               "start the file with a header line such as: image,caption")
+            raise DatasetError(
+                str(path),
+                f"the header {columns} has no image and caption columns",
+                "start the file with a header line such as: image,caption",
+            )
         rows = []
         for line, record in enumerate(reader, start=2):
             image, caption = (record.get(image_col) or "").strip(), record.get(caption_col)
             if not image or not caption or not caption.strip():
-                raise DatasetError(f"{path}:{line}", "row without an image path or a caption",
-                                   "fill in both columns or delete the row")
+                raise DatasetError(
+                    f"{path}:{line}",
+                    "row without an image path or a caption",
+                    "fill in both columns or delete the row",
+                )
             label = (record.get(label_col) or "").strip() or None if label_col else None
             rows.append((line, image, [caption.strip()], label))
     return rows
@@ -135,20 +152,31 @@ def _jsonl_rows(path: Path) -> list[_Row]:
         try:
             record = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise DatasetError(f"{path}:{line}", f"not valid JSON ({exc.msg})",
-                               "write one JSON object per line") from exc
+            raise DatasetError(
+                f"{path}:{line}", f"not valid JSON ({exc.msg})", "write one JSON object per line"
+            ) from exc
         image = record.get("image") if isinstance(record, dict) else None
-        captions = record.get("captions", record.get("caption")) if isinstance(record, dict) else None
+        captions = (
+            record.get("captions", record.get("caption")) if isinstance(record, dict) else None
+        )
         if isinstance(captions, str):
             captions = [captions]
-        if (not isinstance(image, str) or not image or not isinstance(captions, list)
-                or not captions or not all(isinstance(c, str) and c.strip() for c in captions)):
-            raise DatasetError(f"{path}:{line}", "a line needs \"image\" and \"caption\" (a string) "
-                               "or \"captions\" (a list of strings)",
-                               'write e.g. {"image": "a.jpg", "captions": ["a dog"]}')
+        if (
+            not isinstance(image, str)
+            or not image
+            or not isinstance(captions, list)
+            or not captions
+            or not all(isinstance(c, str) and c.strip() for c in captions)
+        ):
+            raise DatasetError(
+                f"{path}:{line}",
+                'a line needs "image" and "caption" (a string) or "captions" (a list of strings)',
+                'write e.g. {"image": "a.jpg", "captions": ["a dog"]}',
+            )
         label = record.get("label")
-        rows.append((line, image, [c.strip() for c in captions],
-                     str(label) if label is not None else None))
+        rows.append(
+            (line, image, [c.strip() for c in captions], str(label) if label is not None else None)
+        )
     return rows
 
 
@@ -156,8 +184,11 @@ def read_class_folders(root: Path) -> ClassFolderSet:
     """Read a folder whose sub-folders are classes and hold that class's images."""
     root = Path(root)
     if not root.is_dir():
-        raise DatasetError(str(root), "class folder not found",
-                           "give a folder with one sub-folder of images per class")
+        raise DatasetError(
+            str(root),
+            "class folder not found",
+            "give a folder with one sub-folder of images per class",
+        )
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     paths: list[Path] = []
     targets: list[int] = []
@@ -168,6 +199,9 @@ def read_class_folders(root: Path) -> ClassFolderSet:
         paths.extend(images)
         targets.extend([index] * len(images))
     if len(classes) < 2 or not paths:
-        raise DatasetError(str(root), f"found {len(classes)} class folder(s) and {len(paths)} "
-                           "image(s)", "give at least two sub-folders, each holding images")
+        raise DatasetError(
+            str(root),
+            f"found {len(classes)} class folder(s) and {len(paths)} image(s)",
+            "give at least two sub-folders, each holding images",
+        )
     return ClassFolderSet(root, tuple(classes), tuple(paths), tuple(targets))

@@ -130,20 +130,28 @@ def first_hit_ranks(scores: np.ndarray, relevant: np.ndarray) -> np.ndarray:
     return 1 + ((scores >= best) & ~relevant).sum(axis=1)
 
 
-def recall_metrics(query_vectors: np.ndarray, item_vectors: np.ndarray,
-                   query_keys: Sequence[Hashable], item_keys: Sequence[Hashable],
-                   ks: Sequence[int] = DEFAULT_KS) -> RecallMetrics:
+def recall_metrics(
+    query_vectors: np.ndarray,
+    item_vectors: np.ndarray,
+    query_keys: Sequence[Hashable],
+    item_keys: Sequence[Hashable],
+    ks: Sequence[int] = DEFAULT_KS,
+) -> RecallMetrics:
     """Rank items for every query by dot product; an item is relevant when its key matches."""
     codes: dict[Hashable, int] = {}
     item_codes = np.array([codes.setdefault(k, len(codes)) for k in item_keys])
     query_codes = np.array([codes.get(k, -1) for k in query_keys])
     if (query_codes < 0).any():
         raise ValueError("some queries have no relevant item")
-    ranks = np.concatenate([
-        first_hit_ranks(query_vectors[s : s + _QUERY_CHUNK] @ item_vectors.T,
-                        query_codes[s : s + _QUERY_CHUNK, None] == item_codes[None, :])
-        for s in range(0, len(query_vectors), _QUERY_CHUNK)
-    ])
+    ranks = np.concatenate(
+        [
+            first_hit_ranks(
+                query_vectors[s : s + _QUERY_CHUNK] @ item_vectors.T,
+                query_codes[s : s + _QUERY_CHUNK, None] == item_codes[None, :],
+            )
+            for s in range(0, len(query_vectors), _QUERY_CHUNK)
+        ]
+    )
     relevant_counts = np.bincount(item_codes, minlength=len(codes))[query_codes]
     return RecallMetrics(
         queries=len(ranks),
@@ -154,23 +162,31 @@ def recall_metrics(query_vectors: np.ndarray, item_vectors: np.ndarray,
     )
 
 
-def encode_captioned_set(encoder: Encoder, dataset: CaptionedSet, match: str = "image",
-                         on_progress: Progress | None = None) -> EncodedSet:
+def encode_captioned_set(
+    encoder: Encoder,
+    dataset: CaptionedSet,
+    match: str = "image",
+    on_progress: Progress | None = None,
+) -> EncodedSet:
     """Encode every image and caption; `match` picks image identity or label as the hit key."""
     if match not in MATCH_MODES:
         raise ValueError(f"unknown match {match!r}; choose one of {', '.join(MATCH_MODES)}")
     if match == "label" and not dataset.has_labels:
         raise ValueError(f"{dataset.source} has images without a label; use match='image'")
-    image_keys = tuple(item.label if match == "label" else i for i, item in enumerate(dataset.items))
+    image_keys = tuple(
+        item.label if match == "label" else i for i, item in enumerate(dataset.items)
+    )
     image_vectors = encode_image_files(encoder, [item.path for item in dataset.items], on_progress)
     texts = [caption for item in dataset.items for caption in item.captions]
-    text_keys = tuple(key for key, item in zip(image_keys, dataset.items, strict=True)
-                      for _ in item.captions)
+    text_keys = tuple(
+        key for key, item in zip(image_keys, dataset.items, strict=True) for _ in item.captions
+    )
     return EncodedSet(image_vectors, encoder.encode_texts(texts), image_keys, text_keys)
 
 
-def encode_image_files(encoder: Encoder, paths: Sequence[Path],
-                       on_progress: Progress | None = None) -> np.ndarray:
+def encode_image_files(
+    encoder: Encoder, paths: Sequence[Path], on_progress: Progress | None = None
+) -> np.ndarray:
     from PIL import Image
 
     out = [np.empty((0, encoder.dim), np.float32)]
@@ -185,24 +201,37 @@ def encode_image_files(encoder: Encoder, paths: Sequence[Path],
     return np.concatenate(out)
 
 
-def retrieval_report(encoded: EncodedSet, *, model: str = "", source: str = "",
-                     match: str = "image", ks: Sequence[int] = DEFAULT_KS) -> RetrievalReport:
+def retrieval_report(
+    encoded: EncodedSet,
+    *,
+    model: str = "",
+    source: str = "",
+    match: str = "image",
+    ks: Sequence[int] = DEFAULT_KS,
+) -> RetrievalReport:
     return RetrievalReport(
         model=model,
         source=source,
         match=match,
         images=len(encoded.image_vectors),
         captions=len(encoded.text_vectors),
-        text_to_image=recall_metrics(encoded.text_vectors, encoded.image_vectors,
-                                     encoded.text_keys, encoded.image_keys, ks),
-        image_to_text=recall_metrics(encoded.image_vectors, encoded.text_vectors,
-                                     encoded.image_keys, encoded.text_keys, ks),
+        text_to_image=recall_metrics(
+            encoded.text_vectors, encoded.image_vectors, encoded.text_keys, encoded.image_keys, ks
+        ),
+        image_to_text=recall_metrics(
+            encoded.image_vectors, encoded.text_vectors, encoded.image_keys, encoded.text_keys, ks
+        ),
     )
 
 
-def evaluate_retrieval(encoder: Encoder, dataset: CaptionedSet, *, match: str = "image",
-                       ks: Sequence[int] = DEFAULT_KS,
-                       on_progress: Progress | None = None) -> RetrievalReport:
+def evaluate_retrieval(
+    encoder: Encoder,
+    dataset: CaptionedSet,
+    *,
+    match: str = "image",
+    ks: Sequence[int] = DEFAULT_KS,
+    on_progress: Progress | None = None,
+) -> RetrievalReport:
     """Text -> image and image -> text Recall@k and ranks on a captioned image set.
 
     With match="image" (the Flickr30k/COCO protocol) a caption's only relevant image is its own,
@@ -210,13 +239,17 @@ def evaluate_retrieval(encoder: Encoder, dataset: CaptionedSet, *, match: str = 
     and caption sharing the label (e.g. an attribute combination) is relevant.
     """
     encoded = encode_captioned_set(encoder, dataset, match, on_progress)
-    return retrieval_report(encoded, model=encoder.identity.spec, source=str(dataset.source),
-                            match=match, ks=ks)
+    return retrieval_report(
+        encoded, model=encoder.identity.spec, source=str(dataset.source), match=match, ks=ks
+    )
 
 
-def evaluate_zero_shot(encoder: Encoder, dataset: ClassFolderSet,
-                       templates: Sequence[str] = DEFAULT_TEMPLATES,
-                       on_progress: Progress | None = None) -> ZeroShotReport:
+def evaluate_zero_shot(
+    encoder: Encoder,
+    dataset: ClassFolderSet,
+    templates: Sequence[str] = DEFAULT_TEMPLATES,
+    on_progress: Progress | None = None,
+) -> ZeroShotReport:
     """Classify each image as the class whose prompts' mean text vector is nearest."""
     if not templates or not all("{}" in t for t in templates):
         raise ValueError("each template needs a {} where the class name goes")
@@ -265,9 +298,12 @@ def _reduce(vectors: np.ndarray, projection: np.ndarray | None, precision: str) 
     return out.astype(np.float32)
 
 
-def compression_study(encoded: EncodedSet, dims: Sequence[int] | None = None,
-                      precisions: Sequence[str] = ("fp32", "fp16"),
-                      ks: Sequence[int] = DEFAULT_KS) -> tuple[CompressionRow, ...]:
+def compression_study(
+    encoded: EncodedSet,
+    dims: Sequence[int] | None = None,
+    precisions: Sequence[str] = ("fp32", "fp16"),
+    ks: Sequence[int] = DEFAULT_KS,
+) -> tuple[CompressionRow, ...]:
     """Recall when the vectors are stored at reduced dimension (PCA) and precision (float16).
 
     The projection is fitted on the image vectors (the collection) and applied to both sides;
@@ -283,13 +319,17 @@ def compression_study(encoded: EncodedSet, dims: Sequence[int] | None = None,
                 raise ValueError(f"unknown precision {precision!r}; choose fp32 or fp16")
             images = _reduce(encoded.image_vectors, projection, precision)
             texts = _reduce(encoded.text_vectors, projection, precision)
-            rows.append(CompressionRow(
-                dim=kept,
-                precision=precision,
-                bytes_per_vector=kept * (2 if precision == "fp16" else 4),
-                text_to_image=recall_metrics(texts, images, encoded.text_keys,
-                                             encoded.image_keys, ks),
-                image_to_text=recall_metrics(images, texts, encoded.image_keys,
-                                             encoded.text_keys, ks),
-            ))
+            rows.append(
+                CompressionRow(
+                    dim=kept,
+                    precision=precision,
+                    bytes_per_vector=kept * (2 if precision == "fp16" else 4),
+                    text_to_image=recall_metrics(
+                        texts, images, encoded.text_keys, encoded.image_keys, ks
+                    ),
+                    image_to_text=recall_metrics(
+                        images, texts, encoded.image_keys, encoded.text_keys, ks
+                    ),
+                )
+            )
     return tuple(rows)

@@ -1,6 +1,6 @@
-"""Synthetic captioned shape images: a deterministic, offline data source with compositional structure.
+"""Synthetic captioned shape images: deterministic, offline data with compositional structure.
 
-Shape x colour x position x background, rendered with jitter; used to train and test the shipped model.
+Shape x colour x position x background, rendered with jitter; trains and tests the shipped model.
 """
 
 from __future__ import annotations
@@ -70,18 +70,16 @@ class Scene:
         )
 
     def partial_caption(self, rng: random.Random) -> str:
-        """A caption naming a random subset of the attributes (shape or colour always kept)."""
-        keep_colour, keep_position, keep_background = (rng.random() < 0.5 for _ in range(3))
-        if not keep_colour and rng.random() < 0.5:
-            words = [self.colour]  # a colour alone: "a red shape"
-            noun = "shape"
-        else:
-            words = [self.colour] if keep_colour else []
-            noun = self.shape
-        text = f"{_article(words[0] if words else noun)} " + " ".join([*words, noun])
-        if keep_position:
+        """A caption naming a random non-empty subset of the attributes: "a shape on the left"."""
+        keep = [False] * 4
+        while not any(keep):
+            keep = [rng.random() < 0.5 for _ in range(4)]
+        colour, shape, position, background = keep
+        words = ([self.colour] if colour else []) + [self.shape if shape else "shape"]
+        text = f"{_article(words[0])} " + " ".join(words)
+        if position:
             text += " " + _POSITION_PHRASE[self.position]
-        if keep_background:
+        if background:
             text += f" on a {self.background} background"
         return text
 
@@ -125,14 +123,21 @@ def render_scene(scene: Scene, rng: random.Random, size: int = IMAGE_SIZE) -> Im
     fx, fy = _POSITION_XY[scene.position]
     cx = (fx + rng.uniform(-0.06, 0.06)) * size
     cy = (fy + rng.uniform(-0.06, 0.06)) * size
-    radius = rng.uniform(0.12, 0.18) * size
+    radius = rng.uniform(0.16, 0.22) * size
     fill = tuple(int(np.clip(c + rng.randint(-20, 20), 0, 255)) for c in COLOURS[scene.colour])
     _draw_shape(ImageDraw.Draw(image), scene.shape, cx, cy, radius, fill, rng.uniform(0, 0.3))
     return image
 
 
-def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: float,
-                fill: tuple[int, ...], turn: float) -> None:
+def _draw_shape(
+    draw: ImageDraw.ImageDraw,
+    shape: str,
+    cx: float,
+    cy: float,
+    r: float,
+    fill: tuple[int, ...],
+    turn: float,
+) -> None:
     if shape == "circle":
         draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill)
     elif shape == "square":
@@ -146,8 +151,9 @@ def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: 
         raise ValueError(f"unknown shape {shape!r}; choose one of {', '.join(SHAPES)}")
 
 
-def _star_points(cx: float, cy: float, outer: float, inner: float, tips: int,
-                 turn: float) -> list[tuple[float, float]]:
+def _star_points(
+    cx: float, cy: float, outer: float, inner: float, tips: int, turn: float
+) -> list[tuple[float, float]]:
     points = []
     step = np.pi / tips
     count = tips if outer == inner else tips * 2
@@ -158,9 +164,16 @@ def _star_points(cx: float, cy: float, outer: float, inner: float, tips: int,
     return points
 
 
-def write_captioned_set(folder: Path, scenes: Sequence[Scene], per_scene: int, seed: int, *,
-                        name: str = CAPTIONS_FILE, partial_captions: int = 0,
-                        size: int = IMAGE_SIZE) -> list[SampleImage]:
+def write_captioned_set(
+    folder: Path,
+    scenes: Sequence[Scene],
+    per_scene: int,
+    seed: int,
+    *,
+    name: str = CAPTIONS_FILE,
+    partial_captions: int = 0,
+    size: int = IMAGE_SIZE,
+) -> list[SampleImage]:
     """Render `per_scene` images of each scene into `folder/images/` and write `folder/name`.
 
     The captions file is a CSV with columns image, caption, label (one row per caption, image
@@ -186,8 +199,9 @@ def _write_csv(path: Path, root: Path, samples: Iterable[SampleImage]) -> None:
         writer.writerow(["image", "caption", "label"])
         for sample in samples:
             for caption in sample.captions:
-                writer.writerow([sample.path.relative_to(root).as_posix(), caption,
-                                 sample.scene.label])
+                writer.writerow(
+                    [sample.path.relative_to(root).as_posix(), caption, sample.scene.label]
+                )
 
 
 @dataclass(frozen=True)
@@ -199,9 +213,15 @@ class ShapesSplits:
     novel: Path  # renderings of combinations never seen in training
 
 
-def write_shapes_dataset(folder: Path, *, seed: int = 0, train_per_scene: int = 16,
-                         heldout_per_scene: int = 2, novel_count: int = 12,
-                         novel_per_scene: int = 4) -> ShapesSplits:
+def write_shapes_dataset(
+    folder: Path,
+    *,
+    seed: int = 0,
+    train_per_scene: int = 16,
+    heldout_per_scene: int = 2,
+    novel_count: int = 12,
+    novel_per_scene: int = 4,
+) -> ShapesSplits:
     """Generate the full train / held-out / novel-combination data set into `folder`."""
     novel = set(novel_scenes(novel_count, seed))
     seen = [s for s in all_scenes() if s not in novel]
@@ -225,15 +245,17 @@ def write_sample_collection(folder: Path, n: int = 24, seed: int = 0) -> list[tu
     return out
 
 
-def write_class_folders(folder: Path, attribute: str = "shape", per_class: int = 10,
-                        seed: int = 0) -> dict[str, list[Path]]:
-    """Write a folder-per-class image set (classes are the values of `attribute`) for zero-shot eval.
+def write_class_folders(
+    folder: Path, attribute: str = "shape", per_class: int = 10, seed: int = 0
+) -> dict[str, list[Path]]:
+    """Write a folder-per-class image set, classes being the values of `attribute` (zero-shot eval).
 
     `attribute` is one of shape, colour, position, background; the other attributes vary randomly.
     """
     if attribute not in ("shape", "colour", "position", "background"):
-        raise ValueError(f"unknown attribute {attribute!r}; choose shape, colour, position or "
-                         "background")
+        raise ValueError(
+            f"unknown attribute {attribute!r}; choose shape, colour, position or background"
+        )
     rng = random.Random(seed)
     scenes = all_scenes()
     classes: dict[str, list[Path]] = {}

@@ -23,8 +23,10 @@ if TYPE_CHECKING:
     import torch
 
 # Parameters a layer freeze counts as "below the first block": patch/token embeddings, stems.
-_STEM = re.compile(r"(conv1|class_embedding|positional_embedding|ln_pre|token_embedding|"
-                   r"patch_embed|pos_embed|cls_token)")
+_STEM = re.compile(
+    r"(conv1|class_embedding|positional_embedding|ln_pre|token_embedding|"
+    r"patch_embed|pos_embed|cls_token)"
+)
 _BLOCK = re.compile(r"resblocks\.(\d+)\.")
 CACHE_LIMIT_BYTES = 4 << 30  # preprocessed pixels are kept in memory when they fit in this
 
@@ -90,15 +92,33 @@ def lr_at(step: int, total: int, config: FinetuneConfig) -> float:
     return config.min_lr + 0.5 * (config.lr - config.min_lr) * (1 + math.cos(math.pi * progress))
 
 
-def clip_loss(image_features: torch.Tensor, text_features: torch.Tensor,
-              logit_scale: torch.Tensor) -> torch.Tensor:
-    """Symmetric InfoNCE over a batch whose i-th image and i-th caption belong together."""
+def clip_loss(
+    image_features: torch.Tensor,
+    text_features: torch.Tensor,
+    logit_scale: torch.Tensor,
+    groups: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Symmetric InfoNCE over a batch whose i-th image and i-th caption belong together.
+
+    `groups` (one id per pair) marks pairs with the same caption text: their images and captions
+    are interchangeable, so the target spreads evenly over the group instead of punishing the
+    model for ranking an identical caption first.
+    """
     import torch
 
     logits = logit_scale * image_features @ text_features.T
-    labels = torch.arange(len(logits), device=logits.device)
-    return (torch.nn.functional.cross_entropy(logits, labels)
-            + torch.nn.functional.cross_entropy(logits.T, labels)) / 2
+    if groups is None:
+        labels = torch.arange(len(logits), device=logits.device)
+        return (
+            torch.nn.functional.cross_entropy(logits, labels)
+            + torch.nn.functional.cross_entropy(logits.T, labels)
+        ) / 2
+    same = (groups[:, None] == groups[None, :]).float()
+    targets = same / same.sum(dim=1, keepdim=True)
+    return (
+        torch.nn.functional.cross_entropy(logits, targets)
+        + torch.nn.functional.cross_entropy(logits.T, targets)
+    ) / 2
 
 
 def apply_freezing(model: Any, config: FinetuneConfig) -> None:
@@ -109,15 +129,22 @@ def apply_freezing(model: Any, config: FinetuneConfig) -> None:
         frozen = (in_image and config.freeze_image) or (in_text and config.freeze_text)
         if config.freeze_layers and not frozen and (in_image or in_text):
             block = _BLOCK.search(name)
-            frozen = bool(_STEM.search(name)) if block is None else (
-                int(block.group(1)) < config.freeze_layers)
+            frozen = (
+                bool(_STEM.search(name))
+                if block is None
+                else (int(block.group(1)) < config.freeze_layers)
+            )
         param.requires_grad_(not frozen)
     if config.freeze_layers and not any(_BLOCK.search(n) for n, _ in model.named_parameters()):
-        raise TrainingError(f"--freeze-layers {config.freeze_layers} needs transformer blocks "
-                            "named 'resblocks.N', which this model does not have")
+        raise TrainingError(
+            f"--freeze-layers {config.freeze_layers} needs transformer blocks "
+            "named 'resblocks.N', which this model does not have"
+        )
     if config.freeze_image and config.freeze_text:
-        raise TrainingError("both towers are frozen, so there is nothing to train; "
-                            "drop --freeze-image or --freeze-text")
+        raise TrainingError(
+            "both towers are frozen, so there is nothing to train; "
+            "drop --freeze-image or --freeze-text"
+        )
 
 
 def _param_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]:
@@ -127,8 +154,10 @@ def _param_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]:
             continue
         exempt = param.ndim < 2 or "logit_scale" in name or "embedding" in name or ".ln" in name
         (no_decay if exempt else decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0}]
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
 
 
 class _Pixels:
@@ -155,9 +184,14 @@ class _Pixels:
         return torch.stack(tensors)
 
 
-def finetune(encoder: ClipEncoder, dataset: CaptionedSet, output: Path, model_cfg: dict[str, Any],
-             config: FinetuneConfig | None = None,
-             on_step: Callable[[TrainStep], None] | None = None) -> FinetuneResult:
+def finetune(
+    encoder: ClipEncoder,
+    dataset: CaptionedSet,
+    output: Path,
+    model_cfg: dict[str, Any],
+    config: FinetuneConfig | None = None,
+    on_step: Callable[[TrainStep], None] | None = None,
+) -> FinetuneResult:
     """Train `encoder.model` in place with CLIP's loss and save it to `output` (open_clip format).
 
     `model_cfg` is the architecture config written beside the weights (`model_config_of(spec)`,
@@ -168,8 +202,10 @@ def finetune(encoder: ClipEncoder, dataset: CaptionedSet, output: Path, model_cf
 
     config = config or FinetuneConfig()
     if encoder.precision != "fp32":
-        raise TrainingError(f"fine-tuning needs fp32 weights, the model was loaded as "
-                            f"{encoder.precision}; load it with --precision fp32")
+        raise TrainingError(
+            f"fine-tuning needs fp32 weights, the model was loaded as "
+            f"{encoder.precision}; load it with --precision fp32"
+        )
     if len(dataset) < 2:
         raise TrainingError("a contrastive loss needs at least two images in the data set")
     batch_size = min(config.batch_size, len(dataset))
@@ -187,10 +223,17 @@ def finetune(encoder: ClipEncoder, dataset: CaptionedSet, output: Path, model_cf
     apply_freezing(model, config)
     optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr)
     tokens = [encoder.tokenizer(list(item.captions)) for item in dataset.items]
+    caption_ids: dict[str, int] = {}
+    for item in dataset.items:
+        for caption in item.captions:
+            caption_ids.setdefault(caption, len(caption_ids))
     size = getattr(model.visual, "image_size", 224)
     pixel_bytes = 3 * 4 * (size[0] * size[1] if isinstance(size, tuple) else size * size)
-    pixels = _Pixels([item.path for item in dataset.items], encoder.preprocess,
-                     cache=len(dataset) * pixel_bytes <= CACHE_LIMIT_BYTES)
+    pixels = _Pixels(
+        [item.path for item in dataset.items],
+        encoder.preprocess,
+        cache=len(dataset) * pixel_bytes <= CACHE_LIMIT_BYTES,
+    )
 
     losses: list[float] = []
     checkpoints: list[Path] = []
@@ -207,21 +250,29 @@ def finetune(encoder: ClipEncoder, dataset: CaptionedSet, output: Path, model_cf
                 if step >= total:
                     break
                 indices = order[start : start + batch_size]
-                text = torch.stack([t[rng.randrange(len(t))] for t in (tokens[i] for i in indices)])
+                picks = [(i, rng.randrange(len(tokens[i]))) for i in indices]
+                text = torch.stack([tokens[i][c] for i, c in picks])
+                groups = torch.tensor(
+                    [caption_ids[dataset.items[i].captions[c]] for i, c in picks], device=device
+                )
                 lr = lr_at(step, total, config)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 image_features, text_features, scale = model(
-                    pixels.batch(indices).to(device), text.to(device))[:3]
-                loss = clip_loss(image_features, text_features, scale)
+                    pixels.batch(indices).to(device), text.to(device)
+                )[:3]
+                loss = clip_loss(image_features, text_features, scale, groups)
                 if not torch.isfinite(loss):
-                    raise TrainingError(f"the loss became {loss.item()} at step {step + 1}; "
-                                        "lower --lr or raise --warmup")
+                    raise TrainingError(
+                        f"the loss became {loss.item()} at step {step + 1}; "
+                        "lower --lr or raise --warmup"
+                    )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if config.grad_clip:
                     torch.nn.utils.clip_grad_norm_(
-                        [p for p in model.parameters() if p.requires_grad], config.grad_clip)
+                        [p for p in model.parameters() if p.requires_grad], config.grad_clip
+                    )
                 optimizer.step()
                 with torch.no_grad():  # as open_clip does: a temperature below 1/100 destabilises
                     model.logit_scale.clamp_(0, math.log(100))

@@ -1,4 +1,4 @@
-"""Rerun the recipe of the shipped model: synthetic shapes data, a tiny CLIP from scratch, evaluation.
+"""Rerun the shipped model's recipe: synthetic shapes data, a tiny CLIP from scratch, evaluation.
 
     python scripts/train_shipped_model.py            # writes crossmodal/assets/shapes-tiny/
     python scripts/train_shipped_model.py --out DIR  # anywhere else
@@ -25,13 +25,32 @@ from crossmodal.training import FinetuneConfig, TrainStep, finetune
 # A narrow text tower keeps the 49408-token embedding table (most of the size) small.
 ARCHITECTURE = {
     "embed_dim": 64,
-    "vision_cfg": {"image_size": 64, "patch_size": 8, "width": 64, "layers": 3, "head_width": 32,
-                   "mlp_ratio": 2.0},
-    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2,
-                 "mlp_ratio": 2.0},
+    "vision_cfg": {
+        "image_size": 64,
+        "patch_size": 8,
+        "width": 64,
+        "layers": 3,
+        "head_width": 32,
+        "mlp_ratio": 2.0,
+    },
+    "text_cfg": {
+        "context_length": 16,
+        "vocab_size": 49408,
+        "width": 32,
+        "heads": 2,
+        "layers": 2,
+        "mlp_ratio": 2.0,
+    },
 }
-RECIPE = FinetuneConfig(epochs=40, batch_size=128, lr=2e-3, warmup_steps=100, weight_decay=0.05,
-                        seed=0, half_weights=True)
+RECIPE = FinetuneConfig(
+    epochs=40,
+    batch_size=128,
+    lr=2e-3,
+    warmup_steps=100,
+    weight_decay=0.05,
+    seed=0,
+    half_weights=True,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,8 +77,11 @@ def main(argv: list[str] | None = None) -> int:
 
         def report(step: TrainStep) -> None:
             if step.step % 50 == 0 or step.step == step.total_steps:
-                print(f"step {step.step}/{step.total_steps} epoch {step.epoch} "
-                      f"loss {step.loss:.4f} lr {step.lr:.2e}", flush=True)
+                print(
+                    f"step {step.step}/{step.total_steps} epoch {step.epoch} "
+                    f"loss {step.loss:.4f} lr {step.lr:.2e}",
+                    flush=True,
+                )
 
         result = finetune(encoder, train, args.out, ARCHITECTURE, recipe, on_step=report)
         print(f"trained {result.steps} steps in {result.seconds:.0f}s")
@@ -67,27 +89,38 @@ def main(argv: list[str] | None = None) -> int:
         figures = {}
         for name, path in (("heldout", splits.heldout), ("novel", splits.novel)):
             encoded = encode_captioned_set(trained, read_captions(path), match="label")
-            figures[name] = retrieval_report(encoded, model="shapes-tiny", source=path.name,
-                                             match="label").to_dict()
+            figures[name] = retrieval_report(
+                encoded, model="shapes-tiny", source=path.name, match="label"
+            ).to_dict()
             if name == "heldout":
                 figures["heldout_compression"] = [r.to_dict() for r in compression_study(encoded)]
         weights = args.out / "open_clip_model.safetensors"
         summary = {
-            "recipe": {"architecture": ARCHITECTURE, "finetune": recipe.__dict__,
-                       "data": {"seed": args.seed, "generator": "crossmodal.synthetic."
-                                "write_shapes_dataset"}},
-            "training": {**result.to_dict(), "output": args.out.name,
-                         "machine": f"{platform.machine()} {torch.get_num_threads()} threads, "
-                                    f"torch {torch.__version__}"},
+            "recipe": {
+                "architecture": ARCHITECTURE,
+                "finetune": recipe.__dict__,
+                "data": {
+                    "seed": args.seed,
+                    "generator": "crossmodal.synthetic.write_shapes_dataset",
+                },
+            },
+            "training": {
+                **result.to_dict(),
+                "output": args.out.name,
+                "machine": f"{platform.machine()} {torch.get_num_threads()} threads, "
+                f"torch {torch.__version__}",
+            },
             "weights_bytes": weights.stat().st_size,
             **figures,
         }
     (args.out / "eval.json").write_text(json.dumps(summary, indent=2) + "\n")
     for name in ("heldout", "novel"):
         t2i, i2t = figures[name]["text_to_image"], figures[name]["image_to_text"]
-        print(f"{name}: text->image R@1 {t2i['R@1']:.3f} R@5 {t2i['R@5']:.3f} "
-              f"(chance {t2i['chance_R@1']:.4f}); image->text R@1 {i2t['R@1']:.3f} "
-              f"R@5 {i2t['R@5']:.3f} (chance {i2t['chance_R@1']:.4f})")
+        print(
+            f"{name}: text->image R@1 {t2i['R@1']:.3f} R@5 {t2i['R@5']:.3f} "
+            f"(chance {t2i['chance_R@1']:.4f}); image->text R@1 {i2t['R@1']:.3f} "
+            f"R@5 {i2t['R@5']:.3f} (chance {i2t['chance_R@1']:.4f})"
+        )
     return 0
 
 

@@ -1,0 +1,1 @@
+"""The command line (the main group lives in the core branch; this one adds eval, finetune)."""

@@ -1,0 +1,428 @@
+"""CLI commands that measure and train models: eval and finetune.
+
+Arguments in, library calls, results out as rich tables or JSON; errors become messages.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from crossmodal.errors import CrossmodalError
+from crossmodal.models import MODEL_ENV_VAR, default_model_spec
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _friendly_errors(func: F) -> F:
+    """Typed errors (and bad-argument ValueErrors from the library) become a message, exit 1."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (CrossmodalError, ValueError) as exc:
+            err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+            sys.exit(1)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _model_option(func: F) -> F:
+    return click.option(
+        "--model",
+        "model_spec",
+        default=None,
+        help="ARCH:PRETRAINED, hf-hub:ORG/REPO, or a local model folder. "
+        f"Default: ${MODEL_ENV_VAR}, else ViT-B-32:laion2b_s34b_b79k.",
+    )(func)
+
+
+def _device_option(func: F) -> F:
+    return click.option(
+        "--device", default="auto", show_default=True, help="auto, cuda, cuda:N, mps or cpu."
+    )(func)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    )
+
+
+def _dump(data: Any, output: Path | None) -> None:
+    text = json.dumps(data, indent=2, ensure_ascii=False)
+    if output is None:
+        click.echo(text)
+    else:
+        output.write_text(text + "\n")
+
+
+@click.command("eval")
+@click.argument(
+    "captions", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option(
+    "--images",
+    "image_root",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder the captions file's image paths are relative to (default: its folder).",
+)
+@click.option(
+    "--match",
+    type=click.Choice(["image", "label"]),
+    default="image",
+    show_default=True,
+    help="image: a caption's own image is the hit (Flickr30k/COCO protocol); label: any "
+    "image with the caption's label column.",
+)
+@click.option(
+    "--classes",
+    "classes_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Also measure zero-shot accuracy on this folder-per-class set.",
+)
+@click.option(
+    "--template",
+    "templates",
+    multiple=True,
+    help="Prompt template for --classes, with {} for the class name; repeatable. "
+    "Default: 'a photo of a {}.'",
+)
+@click.option(
+    "--compression",
+    is_flag=True,
+    help="Also measure recall with vectors reduced by PCA and stored as float16.",
+)
+@click.option(
+    "--dims",
+    default=None,
+    help="Dimensions for --compression, e.g. 256,128,64 "
+    "(default: halvings of the model's dimension down to 8).",
+)
+@_model_option
+@_device_option
+@click.option("--precision", default="auto", show_default=True, help="auto, fp32, fp16 or bf16.")
+@click.option("--batch-size", default=64, show_default=True, help="Images per forward pass.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the JSON report to this file (tables still print).",
+)
+@_friendly_errors
+def eval_command(
+    captions: Path | None,
+    image_root: Path | None,
+    match: str,
+    classes_dir: Path | None,
+    templates: tuple[str, ...],
+    compression: bool,
+    dims: str | None,
+    model_spec: str | None,
+    device: str,
+    precision: str,
+    batch_size: int,
+    as_json: bool,
+    output: Path | None,
+) -> None:
+    """Measure a model: retrieval Recall@1/5/10 on CAPTIONS (CSV or JSONL), zero-shot accuracy.
+
+    Run it before and after `crossmodal finetune` to see what the fine-tune bought.
+    """
+    from crossmodal import evaluation
+    from crossmodal.captions import read_captions, read_class_folders
+    from crossmodal.encoder import EncoderConfig, load_encoder
+
+    if captions is None and classes_dir is None:
+        raise click.UsageError("give a CAPTIONS file, --classes DIR, or both")
+    dim_list = _parse_dims(dims)
+    dataset = read_captions(captions, image_root) if captions else None
+    class_set = read_class_folders(classes_dir) if classes_dir else None
+    spec = model_spec or default_model_spec()
+    with err.status(f"loading model {spec} ..."):
+        encoder = load_encoder(spec, EncoderConfig(device, precision, batch_size))
+    report: dict[str, Any] = {
+        "model": encoder.identity.to_dict(),
+        "device": encoder.device,
+        "precision": encoder.precision,
+    }
+    with _progress() as progress:
+        if dataset is not None:
+            task = progress.add_task("encoding images", total=len(dataset), info="")
+            encoded = evaluation.encode_captioned_set(
+                encoder,
+                dataset,
+                match,
+                on_progress=lambda done, total: progress.update(task, completed=done),
+            )
+            retrieval = evaluation.retrieval_report(
+                encoded, model=spec, source=str(captions), match=match
+            )
+            report["retrieval"] = retrieval.to_dict()
+            if compression:
+                rows = evaluation.compression_study(encoded, dim_list)
+                report["compression"] = [row.to_dict() for row in rows]
+        if class_set is not None:
+            task = progress.add_task("zero-shot", total=len(class_set.paths), info="")
+            zero_shot = evaluation.evaluate_zero_shot(
+                encoder,
+                class_set,
+                templates or evaluation.DEFAULT_TEMPLATES,
+                on_progress=lambda done, total: progress.update(task, completed=done),
+            )
+            report["zero_shot"] = zero_shot.to_dict()
+    if as_json:
+        _dump(report, output)
+        return
+    if output is not None:
+        _dump(report, output)
+    out.print(f"model {spec} on {encoder.device} ({encoder.precision})")
+    if "retrieval" in report:
+        out.print(_retrieval_table(report["retrieval"]))
+    if "compression" in report:
+        out.print(_compression_table(report["compression"]))
+    if "zero_shot" in report:
+        z = report["zero_shot"]
+        out.print(
+            f"zero-shot on {z['images']} images, {len(z['classes'])} classes: "
+            f"top-1 {z['top1']:.3f}, top-5 {z['top5']:.3f} (chance {z['chance_top1']:.3f})"
+        )
+
+
+def _parse_dims(dims: str | None) -> list[int] | None:
+    if dims is None:
+        return None
+    try:
+        values = [int(v) for v in dims.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(
+            "a comma-separated list of integers, e.g. 256,128,64", param_hint="--dims"
+        ) from None
+    if not values or min(values) < 1:
+        raise click.BadParameter("dimensions must be positive", param_hint="--dims")
+    return values
+
+
+def _retrieval_table(r: dict[str, Any]) -> Table:
+    table = Table(
+        title=f"retrieval on {r['source']}: {r['images']} images, {r['captions']} "
+        f"captions, hits by {r['match']}"
+    )
+    for column in ("direction", "R@1", "R@5", "R@10", "mean rank", "median rank", "chance R@1"):
+        table.add_column(column, justify="right" if column != "direction" else "left")
+    for name, key in (("text → image", "text_to_image"), ("image → text", "image_to_text")):
+        m = r[key]
+        table.add_row(
+            name,
+            f"{m['R@1']:.3f}",
+            f"{m['R@5']:.3f}",
+            f"{m['R@10']:.3f}",
+            f"{m['mean_rank']:.2f}",
+            f"{m['median_rank']:g}",
+            f"{m['chance_R@1']:.4f}",
+        )
+    return table
+
+
+def _compression_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(title="recall against bytes per vector (PCA fitted on the images, float16)")
+    for column in (
+        "dim",
+        "precision",
+        "bytes/vector",
+        "t→i R@1",
+        "t→i R@10",
+        "i→t R@1",
+        "i→t R@10",
+    ):
+        table.add_column(column, justify="right")
+    for row in rows:
+        t2i, i2t = row["text_to_image"], row["image_to_text"]
+        table.add_row(
+            str(row["dim"]),
+            row["precision"],
+            str(row["bytes_per_vector"]),
+            f"{t2i['R@1']:.3f}",
+            f"{t2i['R@10']:.3f}",
+            f"{i2t['R@1']:.3f}",
+            f"{i2t['R@10']:.3f}",
+        )
+    return table
+
+
+@click.command("finetune")
+@click.argument("captions", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Model folder to write (open_clip format); use it later as --model OUTPUT.",
+)
+@click.option(
+    "--images",
+    "image_root",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder the captions file's image paths are relative to (default: its folder).",
+)
+@_model_option
+@click.option(
+    "--from-scratch",
+    "scratch_config",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Start from random weights of this architecture config JSON "
+    "(an open_clip model_cfg, or a file with a model_cfg key) instead of --model.",
+)
+@click.option("--epochs", default=10, show_default=True)
+@click.option("--steps", "max_steps", type=int, default=None, help="Stop after this many steps.")
+@click.option("--batch-size", default=128, show_default=True, help="Pairs per step.")
+@click.option("--lr", default=5e-4, show_default=True, help="Peak learning rate.")
+@click.option("--min-lr", default=0.0, show_default=True, help="Learning rate at the end.")
+@click.option("--warmup", "warmup_steps", default=100, show_default=True, help="Warmup steps.")
+@click.option("--weight-decay", default=0.1, show_default=True)
+@click.option("--freeze-image", is_flag=True, help="Keep the image tower fixed.")
+@click.option("--freeze-text", is_flag=True, help="Keep the text tower fixed.")
+@click.option(
+    "--freeze-layers",
+    default=0,
+    show_default=True,
+    help="Keep the embeddings and first N blocks of each trained tower fixed.",
+)
+@click.option("--seed", default=0, show_default=True)
+@click.option(
+    "--save-every",
+    default=0,
+    show_default=True,
+    help="Also checkpoint to OUTPUT/epoch-K every K epochs.",
+)
+@click.option("--half", "half_weights", is_flag=True, help="Write float16 weights (half size).")
+@_device_option
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@_friendly_errors
+def finetune_command(
+    captions: Path,
+    output: Path,
+    image_root: Path | None,
+    model_spec: str | None,
+    scratch_config: Path | None,
+    epochs: int,
+    max_steps: int | None,
+    batch_size: int,
+    lr: float,
+    min_lr: float,
+    warmup_steps: int,
+    weight_decay: float,
+    freeze_image: bool,
+    freeze_text: bool,
+    freeze_layers: int,
+    seed: int,
+    save_every: int,
+    half_weights: bool,
+    device: str,
+    as_json: bool,
+) -> None:
+    """Fine-tune a model with CLIP's contrastive loss on CAPTIONS (CSV or JSONL), in fp32."""
+    from crossmodal.captions import read_captions
+    from crossmodal.encoder import (
+        EncoderConfig,
+        create_encoder_from_config,
+        load_encoder,
+        model_config_of,
+        resolve_device,
+    )
+    from crossmodal.training import FinetuneConfig, TrainStep, finetune
+
+    if model_spec and scratch_config:
+        raise click.UsageError("give --model or --from-scratch, not both")
+    dataset = read_captions(captions, image_root)
+    config = FinetuneConfig(
+        epochs=epochs,
+        max_steps=max_steps,
+        batch_size=batch_size,
+        lr=lr,
+        min_lr=min_lr,
+        warmup_steps=warmup_steps,
+        weight_decay=weight_decay,
+        freeze_image=freeze_image,
+        freeze_text=freeze_text,
+        freeze_layers=freeze_layers,
+        seed=seed,
+        save_every=save_every,
+        half_weights=half_weights,
+    )
+    with err.status("loading model ..."):
+        if scratch_config is not None:
+            model_cfg = _read_architecture(scratch_config)
+            encoder = create_encoder_from_config(
+                model_cfg, seed=seed, device=resolve_device(device)
+            )
+        else:
+            spec = model_spec or default_model_spec()
+            model_cfg = model_config_of(spec)
+            encoder = load_encoder(spec, EncoderConfig(device=device, precision="fp32"))
+    with _progress() as progress:
+        task = progress.add_task("fine-tuning", total=None, info="")
+
+        def on_step(step: TrainStep) -> None:
+            progress.update(
+                task,
+                total=step.total_steps,
+                completed=step.step,
+                info=f"epoch {step.epoch} loss {step.loss:.4f} lr {step.lr:.2e}",
+            )
+
+        result = finetune(encoder, dataset, output, model_cfg, config, on_step=on_step)
+    if as_json:
+        _dump(result.to_dict(), None)
+        return
+    out.print(
+        f"trained {result.steps} steps in {result.seconds:.1f}s: loss {result.losses[0]:.4f}"
+        f" → {result.losses[-1]:.4f} ({result.trainable_params:,} of "
+        f"{result.total_params:,} parameters trained)"
+    )
+    out.print(f"saved to {output}; use it with --model {output}")
+
+
+def _read_architecture(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise click.BadParameter(f"cannot read {path}: {exc}", param_hint="--from-scratch") from exc
+    config = data.get("model_cfg", data) if isinstance(data, dict) else None
+    if not isinstance(config, dict) or not {"embed_dim", "vision_cfg", "text_cfg"} <= set(config):
+        raise click.BadParameter(
+            f"{path} is not an open_clip model config (needs embed_dim, vision_cfg, text_cfg)",
+            param_hint="--from-scratch",
+        )
+    return config
+
+
+COMMANDS = (eval_command, finetune_command)
+
+
+@click.group()
+def group() -> None:
+    """Local group for trying these commands; the main CLI registers COMMANDS itself."""
+
+
+for _command in COMMANDS:
+    group.add_command(_command)
