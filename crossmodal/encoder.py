@@ -46,9 +46,13 @@ def resolve_device(requested: str = "auto") -> str:
         return "cpu"
     base = requested.split(":")[0]
     if base not in DEVICES:
-        raise ModelLoadError(f"unknown device {requested!r}; choose one of auto, {', '.join(DEVICES)}")
+        raise ModelLoadError(
+            f"unknown device {requested!r}; choose one of auto, {', '.join(DEVICES)}"
+        )
     if base == "cuda" and not torch.cuda.is_available():
-        raise ModelLoadError("device 'cuda' was asked for but torch sees no CUDA GPU; use --device cpu")
+        raise ModelLoadError(
+            "device 'cuda' was asked for but torch sees no CUDA GPU; use --device cpu"
+        )
     if base == "mps" and not torch.backends.mps.is_available():
         raise ModelLoadError("device 'mps' was asked for but it is not available; use --device cpu")
     return requested
@@ -88,8 +92,11 @@ def _fingerprint(spec: ModelSpec) -> str:
     assert spec.path is not None
     if spec.kind is SpecKind.CHECKPOINT:
         return f"{spec.arch}@sha256:{_file_digest(spec.path)}"
-    digests = [_file_digest(p) for p in sorted(spec.path.iterdir())
-               if p.suffix in (".safetensors", ".bin", ".pth", ".pt", ".json")]
+    digests = [
+        _file_digest(p)
+        for p in sorted(spec.path.iterdir())
+        if p.suffix in (".safetensors", ".bin", ".pth", ".pt", ".json")
+    ]
     return "local@sha256:" + hashlib.sha256("".join(digests).encode()).hexdigest()[:16]
 
 
@@ -113,8 +120,16 @@ def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
 class ClipEncoder:
     """An open_clip model ready for inference. Create it with `load_encoder`."""
 
-    def __init__(self, model: Any, preprocess: Any, tokenizer: Any, identity: ModelIdentity,
-                 device: str, precision: str, batch_size: int) -> None:
+    def __init__(
+        self,
+        model: Any,
+        preprocess: Any,
+        tokenizer: Any,
+        identity: ModelIdentity,
+        device: str,
+        precision: str,
+        batch_size: int,
+    ) -> None:
         self.model = model
         self.preprocess = preprocess  # PIL image -> CHW float tensor, open_clip's eval transform
         self.tokenizer = tokenizer
@@ -209,8 +224,9 @@ def _load_hint(spec: ModelSpec, exc: Exception) -> str:
     return message
 
 
-def save_model_dir(model: Any, model_cfg: dict[str, Any], path: Path,
-                   preprocess_cfg: dict[str, Any] | None = None) -> Path:
+def save_model_dir(
+    model: Any, model_cfg: dict[str, Any], path: Path, preprocess_cfg: dict[str, Any] | None = None
+) -> Path:
     """Write `model` in open_clip's local model format: open_clip_config.json + safetensors.
 
     Any command accepts the directory back as `--model DIR`.
@@ -241,8 +257,13 @@ def list_pretrained() -> list[tuple[str, str]]:
     return [(arch, tag) for arch, tag in open_clip.list_pretrained()]
 
 
-def create_encoder_from_config(model_cfg: dict[str, Any], *, seed: int = 0, device: str = "cpu",
-                               preprocess_cfg: dict[str, Any] | None = None) -> ClipEncoder:
+def create_encoder_from_config(
+    model_cfg: dict[str, Any],
+    *,
+    seed: int = 0,
+    device: str = "cpu",
+    preprocess_cfg: dict[str, Any] | None = None,
+) -> ClipEncoder:
     """A randomly initialised model for an architecture config, wrapped like `load_encoder`'s.
 
     For training from scratch; its identity names the seed, since no weights file exists yet.
@@ -259,7 +280,13 @@ def create_encoder_from_config(model_cfg: dict[str, Any], *, seed: int = 0, devi
         open_clip.transform.PreprocessCfg(**pp), is_train=False
     )
     text_cfg = model_cfg.get("text_cfg", {})
-    tokenizer = open_clip.SimpleTokenizer(context_length=text_cfg.get("context_length", 77))
+    context_length = text_cfg.get("context_length", 77)
+    if text_cfg.get("hf_tokenizer_name"):
+        tokenizer = open_clip.tokenizer.HFTokenizer(
+            text_cfg["hf_tokenizer_name"], context_length=context_length
+        )
+    else:
+        tokenizer = open_clip.SimpleTokenizer(context_length=context_length)
     model.eval()
     identity = ModelIdentity(
         spec="scratch",
@@ -280,7 +307,9 @@ def model_config_of(spec: str | ModelSpec) -> dict[str, Any]:
         return dict(json.loads((parsed.path / "open_clip_config.json").read_text())["model_cfg"])
     try:
         if parsed.kind is SpecKind.HF_HUB:
-            return dict(open_clip.factory._get_hf_config(parsed.text[len("hf-hub:"):])["model_cfg"])
+            return dict(
+                open_clip.factory._get_hf_config(parsed.text[len("hf-hub:") :])["model_cfg"]
+            )
         config = open_clip.get_model_config(parsed.open_clip_name)
     except Exception as exc:  # a hub lookup that fails offline, a malformed config
         raise ModelLoadError(_load_hint(parsed, exc)) from exc

@@ -82,7 +82,9 @@ class MissingImagesError(DatasetError):
 
     def __init__(self, path: str, missing: list[str]) -> None:
         self.missing = missing
-        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        shown = ", ".join(missing[:5]) + (
+            f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        )
         super().__init__(
             path,
             f"{len(missing)} image(s) named in the captions file do not exist: {shown}",

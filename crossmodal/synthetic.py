@@ -225,7 +225,7 @@ def write_shapes_dataset(
     """Generate the full train / held-out / novel-combination data set into `folder`."""
     novel = set(novel_scenes(novel_count, seed))
     seen = [s for s in all_scenes() if s not in novel]
-    write_captioned_set(folder, seen, train_per_scene, seed, name="train.csv", partial_captions=1)
+    write_captioned_set(folder, seen, train_per_scene, seed, name="train.csv", partial_captions=2)
     write_captioned_set(folder, seen, heldout_per_scene, seed + 1, name="heldout.csv")
     write_captioned_set(folder, sorted(novel), novel_per_scene, seed + 2, name="novel.csv")
     return ShapesSplits(folder / "train.csv", folder / "heldout.csv", folder / "novel.csv")

@@ -44,7 +44,7 @@ def test_eval_prints_json_with_recall_compression_and_zero_shot(
             "label",
             "--compression",
             "--dims",
-            "64,8",
+            "64,4",
             "--classes",
             str(tmp_path / "classes"),
             "--template",
@@ -59,8 +59,8 @@ def test_eval_prints_json_with_recall_compression_and_zero_shot(
     assert [(r["dim"], r["precision"]) for r in report["compression"]] == [
         (64, "fp32"),
         (64, "fp16"),
-        (8, "fp32"),
-        (8, "fp16"),
+        (4, "fp32"),
+        (4, "fp16"),
     ]
     assert report["zero_shot"]["classes"] == ["blue", "green", "orange", "purple", "red", "yellow"]
 
