@@ -46,13 +46,9 @@ def resolve_device(requested: str = "auto") -> str:
         return "cpu"
     base = requested.split(":")[0]
     if base not in DEVICES:
-        raise ModelLoadError(
-            f"unknown device {requested!r}; choose one of auto, {', '.join(DEVICES)}"
-        )
+        raise ModelLoadError(f"unknown device {requested!r}; choose one of auto, {', '.join(DEVICES)}")
     if base == "cuda" and not torch.cuda.is_available():
-        raise ModelLoadError(
-            "device 'cuda' was asked for but torch sees no CUDA GPU; use --device cpu"
-        )
+        raise ModelLoadError("device 'cuda' was asked for but torch sees no CUDA GPU; use --device cpu")
     if base == "mps" and not torch.backends.mps.is_available():
         raise ModelLoadError("device 'mps' was asked for but it is not available; use --device cpu")
     return requested
@@ -92,11 +88,8 @@ def _fingerprint(spec: ModelSpec) -> str:
     assert spec.path is not None
     if spec.kind is SpecKind.CHECKPOINT:
         return f"{spec.arch}@sha256:{_file_digest(spec.path)}"
-    digests = [
-        _file_digest(p)
-        for p in sorted(spec.path.iterdir())
-        if p.suffix in (".safetensors", ".bin", ".pth", ".pt", ".json")
-    ]
+    digests = [_file_digest(p) for p in sorted(spec.path.iterdir())
+               if p.suffix in (".safetensors", ".bin", ".pth", ".pt", ".json")]
     return "local@sha256:" + hashlib.sha256("".join(digests).encode()).hexdigest()[:16]
 
 
@@ -120,16 +113,8 @@ def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
 class ClipEncoder:
     """An open_clip model ready for inference. Create it with `load_encoder`."""
 
-    def __init__(
-        self,
-        model: Any,
-        preprocess: Any,
-        tokenizer: Any,
-        identity: ModelIdentity,
-        device: str,
-        precision: str,
-        batch_size: int,
-    ) -> None:
+    def __init__(self, model: Any, preprocess: Any, tokenizer: Any, identity: ModelIdentity,
+                 device: str, precision: str, batch_size: int) -> None:
         self.model = model
         self.preprocess = preprocess  # PIL image -> CHW float tensor, open_clip's eval transform
         self.tokenizer = tokenizer
@@ -224,9 +209,8 @@ def _load_hint(spec: ModelSpec, exc: Exception) -> str:
     return message
 
 
-def save_model_dir(
-    model: Any, model_cfg: dict[str, Any], path: Path, preprocess_cfg: dict[str, Any] | None = None
-) -> Path:
+def save_model_dir(model: Any, model_cfg: dict[str, Any], path: Path,
+                   preprocess_cfg: dict[str, Any] | None = None) -> Path:
     """Write `model` in open_clip's local model format: open_clip_config.json + safetensors.
 
     Any command accepts the directory back as `--model DIR`.

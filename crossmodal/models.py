@@ -91,9 +91,8 @@ def parse_model_spec(spec: str) -> ModelSpec:
         path = Path(rest).expanduser().resolve()
         if not path.is_file():
             raise ModelSpecError(spec, f"checkpoint file {path} does not exist")
-        return ModelSpec(
-            SpecKind.CHECKPOINT, f"{arch}:{path}", arch=arch, pretrained=str(path), path=path
-        )
+        return ModelSpec(SpecKind.CHECKPOINT, f"{arch}:{path}", arch=arch, pretrained=str(path),
+                         path=path)
     return ModelSpec(SpecKind.PRETRAINED, text, arch=arch, pretrained=rest)
 
 
@@ -143,9 +142,8 @@ class ModelIdentity:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelIdentity:
-        return cls(
-            str(data["spec"]), str(data["fingerprint"]), int(data["dim"]), str(data["preprocess"])
-        )
+        return cls(str(data["spec"]), str(data["fingerprint"]), int(data["dim"]),
+                   str(data["preprocess"]))
 
 
 class Encoder(Protocol):

@@ -1,4 +1,4 @@
-"""The synthetic shapes generator is deterministic, captions match scenes, and splits are disjoint."""
+"""The synthetic shapes generator is deterministic, captions match scenes, splits are disjoint."""
 
 from __future__ import annotations
 
