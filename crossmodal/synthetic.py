@@ -46,6 +46,8 @@ _POSITION_XY = {  # centre of the shape as a fraction of the image side
     "center": (0.5, 0.5),
 }
 IMAGE_SIZE = 64
+RADIUS = (0.16, 0.22)  # shape radius range, as a fraction of the image side
+JITTER = 0.06  # largest shift of the shape centre from its position's anchor, same unit
 CAPTIONS_FILE = "captions.csv"
 
 
@@ -121,9 +123,9 @@ def render_scene(scene: Scene, rng: random.Random, size: int = IMAGE_SIZE) -> Im
     pixels = np.clip(background + noise, 0, 255).astype(np.uint8)
     image = Image.fromarray(pixels, "RGB")
     fx, fy = _POSITION_XY[scene.position]
-    cx = (fx + rng.uniform(-0.06, 0.06)) * size
-    cy = (fy + rng.uniform(-0.06, 0.06)) * size
-    radius = rng.uniform(0.16, 0.22) * size
+    cx = (fx + rng.uniform(-JITTER, JITTER)) * size
+    cy = (fy + rng.uniform(-JITTER, JITTER)) * size
+    radius = rng.uniform(*RADIUS) * size
     fill = tuple(int(np.clip(c + rng.randint(-20, 20), 0, 255)) for c in COLOURS[scene.colour])
     _draw_shape(ImageDraw.Draw(image), scene.shape, cx, cy, radius, fill, rng.uniform(0, 0.3))
     return image

@@ -14,18 +14,20 @@ import platform
 import sys
 import tempfile
 import time
+from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Any
 
-from crossmodal.captions import read_captions
+from crossmodal.captions import CaptionedSet, read_captions
 from crossmodal.encoder import EncoderConfig, create_encoder_from_config, load_encoder
 from crossmodal.evaluation import compression_study, encode_captioned_set, retrieval_report
-from crossmodal.synthetic import SHIPPED_MODEL_DIR, write_shapes_dataset
+from crossmodal.synthetic import SHIPPED_MODEL_DIR, ShapesSplits, write_shapes_dataset
 from crossmodal.training import FinetuneConfig, TrainStep, finetune
 
 # A narrow text tower keeps the 49408-token embedding table (most of the size) small.
 ARCHITECTURE = {
     "embed_dim": 64,
-    "init_logit_scale": 3.4012,  # ln(30)
+    "init_logit_scale": 3.4012,  # ln(30), written as it was for the shipped run
     "vision_cfg": {
         "image_size": 48,  # the 64 px renderings are resized; a 3 x 3 grid of 16 px patches
         "patch_size": 16,
@@ -44,16 +46,67 @@ ARCHITECTURE = {
         "mlp_ratio": 2.0,
     },
 }
-RECIPE = FinetuneConfig(
-    epochs=0,
-    max_steps=5000,
-    batch_size=128,
-    lr=3e-3,
-    warmup_steps=50,
-    weight_decay=0.05,
-    seed=0,
-    half_weights=True,
+# Stage 1 learns colour and background at once, then position, then (slowly) shape; stage 2
+# restarts the schedule from the stage-1 weights, which is what finishes shape.
+STAGES = (
+    FinetuneConfig(
+        epochs=0,
+        max_steps=5000,
+        batch_size=128,
+        lr=3e-3,
+        warmup_steps=50,
+        weight_decay=0.05,
+        seed=0,
+        half_weights=True,
+    ),
+    FinetuneConfig(
+        epochs=0,
+        max_steps=3000,
+        batch_size=128,
+        lr=1.5e-3,
+        warmup_steps=50,
+        weight_decay=0.05,
+        seed=0,
+        half_weights=True,
+    ),
 )
+
+
+def report(step: TrainStep) -> None:
+    if step.step % 250 == 0 or step.step == step.total_steps:
+        print(
+            f"step {step.step}/{step.total_steps} epoch {step.epoch} loss {step.loss:.4f} "
+            f"lr {step.lr:.2e}",
+            flush=True,
+        )
+
+
+def train(train_set: CaptionedSet, out: Path, seed: int) -> list[dict[str, Any]]:
+    """Run the stages; each writes `out` (float16 weights), the next starts from what it wrote."""
+    results = []
+    for index, stage in enumerate(STAGES):
+        stage = replace(stage, seed=seed)
+        if index == 0:
+            encoder = create_encoder_from_config(ARCHITECTURE, seed=seed)
+        else:
+            encoder = load_encoder(str(out), EncoderConfig(device="cpu", precision="fp32"))
+        result = finetune(encoder, train_set, out, ARCHITECTURE, stage, on_step=report)
+        print(f"stage {index + 1}: {result.steps} steps in {result.seconds:.0f}s", flush=True)
+        results.append({**result.to_dict(), "output": out.name, "config": asdict(stage)})
+    return results
+
+
+def evaluate(out: Path, splits: ShapesSplits) -> dict[str, Any]:
+    trained = load_encoder(str(out), EncoderConfig(device="cpu", precision="fp32"))
+    figures: dict[str, Any] = {}
+    for name, path in (("heldout", splits.heldout), ("novel", splits.novel)):
+        encoded = encode_captioned_set(trained, read_captions(path), match="label")
+        figures[name] = retrieval_report(
+            encoded, model="shapes-tiny", source=path.name, match="label"
+        ).to_dict()
+        if name == "heldout":
+            figures["heldout_compression"] = [r.to_dict() for r in compression_study(encoded)]
+    return figures
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,7 +114,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=SHIPPED_MODEL_DIR)
     parser.add_argument("--data", type=Path, help="keep the generated data set here")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--steps", type=int, default=RECIPE.max_steps)
+    parser.add_argument(
+        "--evaluate-only",
+        action="store_true",
+        help="skip training: evaluate the model in --out and rewrite eval.json",
+    )
     parser.add_argument(
         "--threads", type=int, default=1, help="torch CPU threads; 1 is fastest on a busy machine"
     )
@@ -75,49 +132,22 @@ def main(argv: list[str] | None = None) -> int:
         data = args.data or Path(tmp) / "shapes"
         started = time.perf_counter()
         splits = write_shapes_dataset(data, seed=args.seed)
-        train = read_captions(splits.train)
-        print(f"data: {len(train)} training images in {time.perf_counter() - started:.1f}s")
-        encoder = create_encoder_from_config(ARCHITECTURE, seed=args.seed)
-        recipe = FinetuneConfig(**{**RECIPE.__dict__, "max_steps": args.steps, "seed": args.seed})
-
-        def report(step: TrainStep) -> None:
-            if step.step % 250 == 0 or step.step == step.total_steps:
-                print(
-                    f"step {step.step}/{step.total_steps} epoch {step.epoch} "
-                    f"loss {step.loss:.4f} lr {step.lr:.2e}",
-                    flush=True,
-                )
-
-        result = finetune(encoder, train, args.out, ARCHITECTURE, recipe, on_step=report)
-        print(f"trained {result.steps} steps in {result.seconds:.0f}s")
-        trained = load_encoder(str(args.out), EncoderConfig(device="cpu", precision="fp32"))
-        figures = {}
-        for name, path in (("heldout", splits.heldout), ("novel", splits.novel)):
-            encoded = encode_captioned_set(trained, read_captions(path), match="label")
-            figures[name] = retrieval_report(
-                encoded, model="shapes-tiny", source=path.name, match="label"
-            ).to_dict()
-            if name == "heldout":
-                figures["heldout_compression"] = [r.to_dict() for r in compression_study(encoded)]
-        weights = args.out / "open_clip_model.safetensors"
-        summary = {
-            "recipe": {
-                "architecture": ARCHITECTURE,
-                "finetune": recipe.__dict__,
-                "data": {
-                    "seed": args.seed,
-                    "generator": "crossmodal.synthetic.write_shapes_dataset",
-                },
-            },
-            "training": {
-                **result.to_dict(),
-                "output": args.out.name,
-                "machine": f"{platform.machine()} {torch.get_num_threads()} threads, "
-                f"torch {torch.__version__}",
-            },
-            "weights_bytes": weights.stat().st_size,
-            **figures,
-        }
+        train_set = read_captions(splits.train)
+        print(f"data: {len(train_set)} training images in {time.perf_counter() - started:.1f}s")
+        stages = None if args.evaluate_only else train(train_set, args.out, args.seed)
+        figures = evaluate(args.out, splits)
+    summary = {
+        "recipe": {
+            "architecture": ARCHITECTURE,
+            "stages": [asdict(stage) for stage in STAGES],
+            "data": {"seed": args.seed, "generator": "crossmodal.synthetic.write_shapes_dataset"},
+        },
+        "training": stages,
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch thread(s), "
+        f"torch {torch.__version__}",
+        "weights_bytes": (args.out / "open_clip_model.safetensors").stat().st_size,
+        **figures,
+    }
     (args.out / "eval.json").write_text(json.dumps(summary, indent=2) + "\n")
     for name in ("heldout", "novel"):
         t2i, i2t = figures[name]["text_to_image"], figures[name]["image_to_text"]
