@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from crossmodal.cli.evaluate import group
+from crossmodal.cli.training import group
 from crossmodal.synthetic import SHIPPED_MODEL_DIR, Scene, write_captioned_set, write_class_folders
 
 pytest.importorskip("torch")
