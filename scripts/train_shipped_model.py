@@ -134,7 +134,11 @@ def main(argv: list[str] | None = None) -> int:
         splits = write_shapes_dataset(data, seed=args.seed)
         train_set = read_captions(splits.train)
         print(f"data: {len(train_set)} training images in {time.perf_counter() - started:.1f}s")
-        stages = None if args.evaluate_only else train(train_set, args.out, args.seed)
+        if args.evaluate_only:  # keep the training record of the run that made the weights
+            previous = args.out / "eval.json"
+            stages = json.loads(previous.read_text())["training"] if previous.is_file() else None
+        else:
+            stages = train(train_set, args.out, args.seed)
         figures = evaluate(args.out, splits)
     summary = {
         "recipe": {
