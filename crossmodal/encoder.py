@@ -255,3 +255,64 @@ def list_pretrained() -> list[tuple[str, str]]:
     import open_clip
 
     return [(arch, tag) for arch, tag in open_clip.list_pretrained()]
+
+
+def create_encoder_from_config(
+    model_cfg: dict[str, Any],
+    *,
+    seed: int = 0,
+    device: str = "cpu",
+    preprocess_cfg: dict[str, Any] | None = None,
+) -> ClipEncoder:
+    """A randomly initialised model for an architecture config, wrapped like `load_encoder`'s.
+
+    For training from scratch; its identity names the seed, since no weights file exists yet.
+    """
+    import open_clip
+
+    model = create_model_from_config(model_cfg, seed).to(device)
+    pp = open_clip.transform.merge_preprocess_dict(
+        open_clip.transform.PreprocessCfg(), preprocess_cfg or {}
+    )
+    pp["size"] = model.visual.image_size
+    open_clip.model.set_model_preprocess_cfg(model, pp)
+    preprocess = open_clip.transform.image_transform_v2(
+        open_clip.transform.PreprocessCfg(**pp), is_train=False
+    )
+    text_cfg = model_cfg.get("text_cfg", {})
+    context_length = text_cfg.get("context_length", 77)
+    if text_cfg.get("hf_tokenizer_name"):
+        tokenizer = open_clip.tokenizer.HFTokenizer(
+            text_cfg["hf_tokenizer_name"], context_length=context_length
+        )
+    else:
+        tokenizer = open_clip.SimpleTokenizer(context_length=context_length)
+    model.eval()
+    identity = ModelIdentity(
+        spec="scratch",
+        fingerprint=f"random-init@seed={seed}",
+        dim=int(model_cfg["embed_dim"]),
+        preprocess=_describe_preprocess(pp),
+    )
+    return ClipEncoder(model, preprocess, tokenizer, identity, device, "fp32", 64)
+
+
+def model_config_of(spec: str | ModelSpec) -> dict[str, Any]:
+    """The open_clip architecture config (`model_cfg`) a spec loads, for saving a fine-tune of it."""
+    import open_clip
+
+    parsed = spec if isinstance(spec, ModelSpec) else parse_model_spec(spec)
+    if parsed.kind is SpecKind.LOCAL_DIR:
+        assert parsed.path is not None
+        return dict(json.loads((parsed.path / "open_clip_config.json").read_text())["model_cfg"])
+    try:
+        if parsed.kind is SpecKind.HF_HUB:
+            return dict(
+                open_clip.factory._get_hf_config(parsed.text[len("hf-hub:") :])["model_cfg"]
+            )
+        config = open_clip.get_model_config(parsed.open_clip_name)
+    except Exception as exc:  # a hub lookup that fails offline, a malformed config
+        raise ModelLoadError(_load_hint(parsed, exc)) from exc
+    if config is None:
+        raise ModelLoadError(f"open_clip has no architecture named {parsed.arch!r}")
+    return dict(config)

@@ -65,3 +65,33 @@ class ImageDecodeError(CrossmodalError):
         self.path = path
         self.reason = reason
         super().__init__(f"{path}: {reason}")
+
+
+class DatasetError(CrossmodalError):
+    """A captions file or a folder-per-class image set is missing or malformed."""
+
+    def __init__(self, path: str, reason: str, fix: str) -> None:
+        self.path = path
+        self.reason = reason
+        self.fix = fix
+        super().__init__(f"{path}: {reason}\nFix: {fix}")
+
+
+class MissingImagesError(DatasetError):
+    """A captions file names images that do not exist."""
+
+    def __init__(self, path: str, missing: list[str]) -> None:
+        self.missing = missing
+        shown = ", ".join(missing[:5]) + (
+            f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        )
+        super().__init__(
+            path,
+            f"{len(missing)} image(s) named in the captions file do not exist: {shown}",
+            "image paths are read relative to the captions file's folder (or --images DIR); "
+            "check that folder, or remove those rows",
+        )
+
+
+class TrainingError(CrossmodalError):
+    """Fine-tuning could not start or could not go on (bad config, diverging loss)."""

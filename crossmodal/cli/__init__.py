@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from crossmodal.cli import indexing, maintenance, searching
+from crossmodal.cli import evaluate, indexing, maintenance, searching, training
 from crossmodal.cli.demo import demo as demo_command
 from crossmodal.cli.options import setup_logging
 
@@ -17,6 +17,12 @@ def main(verbose: int) -> None:
     setup_logging(verbose)
 
 
-for command in (*indexing.COMMANDS, *searching.COMMANDS, *maintenance.COMMANDS):
+for command in (
+    *indexing.COMMANDS,
+    *searching.COMMANDS,
+    *maintenance.COMMANDS,
+    *evaluate.COMMANDS,
+    *training.COMMANDS,
+):
     main.add_command(command)
 main.add_command(demo_command)

@@ -1,0 +1,101 @@
+"""The shipped shapes-tiny model understands its domain on renderings it has never seen."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from crossmodal.captions import read_captions
+from crossmodal.synthetic import SHIPPED_MODEL_DIR, all_scenes, novel_scenes, write_captioned_set
+
+pytest.importorskip("torch")
+
+FRESH_SEED = 20240  # not a seed the training script renders with
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    from crossmodal.encoder import EncoderConfig, load_encoder
+
+    return load_encoder(str(SHIPPED_MODEL_DIR), EncoderConfig(device="cpu", precision="fp32"))
+
+
+@pytest.fixture(scope="module")
+def fresh_heldout(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    novel = set(novel_scenes())
+    seen = [s for s in all_scenes() if s not in novel]
+    folder = tmp_path_factory.mktemp("fresh")
+    write_captioned_set(folder, seen, per_scene=1, seed=FRESH_SEED)
+    return folder / "captions.csv"
+
+
+def test_shipped_model_is_small_and_in_open_clip_format() -> None:
+    weights = SHIPPED_MODEL_DIR / "open_clip_model.safetensors"
+    assert (SHIPPED_MODEL_DIR / "open_clip_config.json").is_file()
+    assert weights.stat().st_size < 5_000_000
+
+
+@pytest.fixture(scope="module")
+def fresh_report(encoder, fresh_heldout):
+    from crossmodal.evaluation import encode_captioned_set, retrieval_report
+
+    encoded = encode_captioned_set(encoder, read_captions(fresh_heldout), match="label")
+    return encoded, retrieval_report(encoded, match="label")
+
+
+def test_shipped_model_retrieves_combinations_far_above_chance(fresh_report) -> None:
+    _, report = fresh_report
+    # 348 combinations, one rendering each: chance Recall@1 is 1/348 = 0.003
+    assert report.text_to_image.at(1) >= 0.55
+    assert report.text_to_image.at(5) >= 0.99
+    assert report.image_to_text.at(1) >= 0.55
+    assert report.image_to_text.at(1) > 100 * report.image_to_text.chance_r1
+
+
+def test_shipped_model_gets_colour_position_and_background_right(fresh_report) -> None:
+    encoded, _ = fresh_report
+    top = (encoded.text_vectors @ encoded.image_vectors.T).argmax(axis=1)
+    wanted = [str(key).split("-") for key in encoded.text_keys]
+    found = [str(encoded.image_keys[i]).split("-") for i in top]
+    accuracy = [
+        np.mean([w[a] == f[a] for w, f in zip(wanted, found, strict=True)]) for a in range(4)
+    ]
+    colour, shape, position, background = accuracy
+    assert (colour, background) == (1.0, 1.0)
+    assert position >= 0.99
+    assert shape >= 0.55  # circle/square and star/triangle are still confused at 48 px
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the issue's bar (text -> image R@1 >= 0.9 per combination) "
+    "is not reached yet: shape is confused at 48 px input; see docs/training.md",
+)
+def test_shipped_model_passes_the_issue_recall_bar(fresh_report) -> None:
+    _, report = fresh_report
+    assert report.text_to_image.at(1) >= 0.9
+
+
+def test_eval_report_beside_the_model_matches_the_model() -> None:
+    figures = json.loads((SHIPPED_MODEL_DIR / "eval.json").read_text())
+    assert figures["heldout"]["match"] == "label"
+    assert figures["heldout"]["images"] == 696
+    assert figures["heldout"]["text_to_image"]["R@5"] >= 0.99
+    assert (
+        figures["weights_bytes"]
+        == (SHIPPED_MODEL_DIR / "open_clip_model.safetensors").stat().st_size
+    )
+
+
+def test_a_red_circle_finds_red_things_and_a_red_circle_first(encoder, fresh_heldout) -> None:
+    from PIL import Image
+
+    dataset = read_captions(fresh_heldout)
+    images = [Image.open(item.path).convert("RGB") for item in dataset.items]
+    scores = encoder.encode_images(images) @ encoder.encode_texts(["a red circle"])[0]
+    top = [dataset.items[i].label.split("-") for i in scores.argsort()[::-1][:10]]
+    assert all(label[0] == "red" for label in top)
+    assert top[0][:2] == ["red", "circle"]

@@ -1,0 +1,99 @@
+"""Fine-tuning a tiny open_clip model from scratch: loss goes down, runs repeat, freezing holds."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from crossmodal.captions import CaptionedSet, read_captions
+from crossmodal.encoder import EncoderConfig, create_encoder_from_config, load_encoder
+from crossmodal.errors import TrainingError
+from crossmodal.synthetic import all_scenes, write_captioned_set
+from crossmodal.training import FinetuneConfig, FinetuneResult, clip_loss, finetune, lr_at
+
+torch = pytest.importorskip("torch")
+
+TINY = {
+    "embed_dim": 16,
+    "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 32, "layers": 2, "head_width": 16},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 2},
+}
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory: pytest.TempPathFactory) -> CaptionedSet:
+    folder = tmp_path_factory.mktemp("shapes")
+    scenes = [s for s in all_scenes() if s.background == "white" and s.position == "center"]
+    write_captioned_set(folder, scenes, per_scene=1, seed=0, size=32)
+    return read_captions(folder / "captions.csv")
+
+
+def dataset_loss(encoder, dataset: CaptionedSet) -> float:
+    image_features = torch.from_numpy(
+        encoder.encode_images(
+            [__import__("PIL.Image").Image.open(i.path).convert("RGB") for i in dataset.items]
+        )
+    )
+    text_features = torch.from_numpy(encoder.encode_texts([i.captions[0] for i in dataset.items]))
+    return float(clip_loss(image_features, text_features, torch.tensor(encoder.logit_scale)))
+
+
+def train(shapes: CaptionedSet, out: Path, **options) -> tuple[FinetuneResult, object]:
+    encoder = create_encoder_from_config(TINY, seed=0)
+    config = FinetuneConfig(
+        **{"epochs": 0, "max_steps": 8, "batch_size": 12, "lr": 3e-3, "warmup_steps": 2, **options}
+    )
+    return finetune(encoder, shapes, out, TINY, config), encoder
+
+
+def test_a_few_steps_lower_the_loss(shapes: CaptionedSet, tmp_path: Path) -> None:
+    before = dataset_loss(create_encoder_from_config(TINY, seed=0), shapes)
+    result, encoder = train(shapes, tmp_path / "model")
+    assert result.steps == 8 and len(result.losses) == 8
+    assert dataset_loss(encoder, shapes) < before - 0.1
+
+
+def test_training_is_deterministic_given_the_seed(shapes: CaptionedSet, tmp_path: Path) -> None:
+    first, _ = train(shapes, tmp_path / "one", max_steps=3)
+    second, _ = train(shapes, tmp_path / "two", max_steps=3)
+    assert first.losses == second.losses
+    assert (tmp_path / "one" / "open_clip_model.safetensors").read_bytes() == (
+        tmp_path / "two" / "open_clip_model.safetensors"
+    ).read_bytes()
+
+
+def test_saved_model_loads_back_with_the_model_option(shapes: CaptionedSet, tmp_path: Path) -> None:
+    _, trained = train(shapes, tmp_path / "model", max_steps=2, half_weights=True)
+    loaded = load_encoder(str(tmp_path / "model"), EncoderConfig(device="cpu", precision="fp32"))
+    texts = ["a red circle in the center on a white background"]
+    assert loaded.dim == 16
+    assert abs(loaded.encode_texts(texts) - trained.encode_texts(texts)).max() < 1e-2
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "model" / "open_clip_model.safetensors"), "pt") as fh:
+        assert fh.get_tensor("text_projection").dtype == torch.float16
+
+
+def test_freezing_keeps_the_frozen_weights(shapes: CaptionedSet, tmp_path: Path) -> None:
+    initial = create_encoder_from_config(TINY, seed=0).model.state_dict()
+    _, encoder = train(shapes, tmp_path / "model", max_steps=2, freeze_image=True, freeze_layers=1)
+    after = encoder.model.state_dict()
+    same = {name for name in initial if torch.equal(initial[name], after[name])}
+    assert {n for n in initial if n.startswith("visual.")} <= same
+    assert "token_embedding.weight" in same
+    assert "transformer.resblocks.0.attn.in_proj_weight" in same
+    assert "transformer.resblocks.1.attn.in_proj_weight" not in same
+
+
+def test_freezing_both_towers_is_refused(shapes: CaptionedSet, tmp_path: Path) -> None:
+    with pytest.raises(TrainingError, match="nothing to train"):
+        train(shapes, tmp_path / "model", freeze_image=True, freeze_text=True)
+
+
+def test_learning_rate_warms_up_then_decays_to_the_floor() -> None:
+    config = FinetuneConfig(lr=1.0, min_lr=0.1, warmup_steps=4)
+    assert [lr_at(s, 12, config) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert lr_at(8, 12, config) == pytest.approx(0.1 + 0.45 * (1 + math.cos(math.pi / 2)))
+    assert lr_at(12, 12, config) == pytest.approx(0.1)
