@@ -29,6 +29,8 @@ demo: install
 ifeq ($(PHOTOS),)
 	$(PY) -m crossmodal sample $(SAMPLE)
 	$(PY) -m crossmodal index $(SAMPLE) --db $(DB) $(MODEL_FLAG)
+	$(PY) -m crossmodal labels add $(SAMPLE)/labels.txt --db $(DB)
+	$(PY) -m crossmodal labels add $(SAMPLE)/captions.txt --table captions --db $(DB)
 else
 	$(PY) -m crossmodal index "$(PHOTOS)" --db $(DB) $(MODEL_FLAG)
 endif

@@ -272,3 +272,8 @@ def write_class_folders(
             paths.append(path)
         classes[value] = paths
     return classes
+
+
+def sample_labels() -> list[str]:
+    """Labels for zero-shot classification of the sample collection: "a red circle", ..."""
+    return [f"{_article(c)} {c} {s}" for s in SHAPES for c in COLOURS]

@@ -130,3 +130,15 @@ def test_help_is_fast_and_does_not_import_torch():
         "assert 'torch' not in sys.modules and 'lancedb' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_sample_writes_images_labels_and_captions_once(cli, tmp_path):
+    result = cli("sample", tmp_path / "s", "-n", "6")
+    assert "wrote 6 sample images" in result.output
+    assert len(list((tmp_path / "s").glob("*.png"))) == 6
+    labels = (tmp_path / "s" / "labels.txt").read_text().splitlines()
+    assert "a red circle" in labels and len(labels) == len(set(labels))
+    assert len((tmp_path / "s" / "captions.txt").read_text().splitlines()) == 6
+    again = cli("sample", tmp_path / "s")
+    assert "already holds a sample" in again.output
+    assert len(list((tmp_path / "s").glob("*.png"))) == 6

@@ -172,4 +172,26 @@ def models(pattern: str) -> None:
             click.echo(f"{arch}:{tag}")
 
 
-COMMANDS = (index, info, models)
+@click.command()
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+@click.option("-n", "count", default=48, show_default=True, help="How many images.")
+@click.option("--seed", default=0, show_default=True)
+def sample(folder: Path, count: int, seed: int) -> None:
+    """Write a small sample photo folder (coloured shapes) with labels.txt and captions.txt.
+
+    The shapes are what the shipped offline model (crossmodal/assets/shapes-tiny) understands.
+    Does nothing when FOLDER already holds images.
+    """
+    from crossmodal.synthetic import sample_labels, write_sample_collection
+
+    if folder.is_dir() and any(folder.glob("*.png")):
+        out.print(f"{folder} already holds a sample; leaving it as it is")
+        return
+    written = write_sample_collection(folder, count, seed)
+    (folder / "labels.txt").write_text("\n".join(sample_labels()) + "\n")
+    captions = sorted({caption for _, caption in written})
+    (folder / "captions.txt").write_text("\n".join(captions) + "\n")
+    out.print(f"wrote {len(written)} sample images, labels.txt and captions.txt to {folder}")
+
+
+COMMANDS = (index, info, models, sample)
