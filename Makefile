@@ -10,7 +10,7 @@ SAMPLE := data/sample-photos
 MODEL ?= $(CROSSMODAL_MODEL)
 MODEL_FLAG := $(if $(MODEL),--model $(MODEL),)
 
-.PHONY: install demo test test-fast lint format clean
+.PHONY: install browser demo test test-fast lint format clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 install: $(VENV)/.installed
+
+## browser: Debian's Chromium for the browser tests (needs root or sudo; skipped tests without it)
+browser:
+	@.ci/install-browser || echo "could not install Chromium: browser tests will be skipped"
 
 ## demo: index PHOTOS (a generated sample folder when none is given) into DB and open the search demo
 demo: install
@@ -31,7 +35,7 @@ endif
 	$(PY) -m crossmodal demo --db $(DB)
 
 ## test: lint, type-check and run the whole test suite (what CI runs)
-test: install
+test: install browser
 	$(VENV)/bin/ruff check crossmodal tests
 	$(VENV)/bin/mypy
 	$(PY) -m pytest

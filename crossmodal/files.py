@@ -16,8 +16,35 @@ from crossmodal.errors import CrossmodalError
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".tif", ".tiff", ".bmp"}
 )
-# Formats a photographer keeps that Pillow cannot decode without an extra package.
-OPTIONAL_SUFFIXES = {".heic": "pillow-heif", ".heif": "pillow-heif", ".avif": "pillow-avif-plugin"}
+# Formats a photographer keeps that we do not decode: reported by name, never called corrupt.
+UNSUPPORTED_SUFFIXES = {
+    **dict.fromkeys((".heic", ".heif"), "HEIC/HEIF: install pillow-heif to index it"),
+    **dict.fromkeys(
+        (
+            ".cr2",
+            ".cr3",
+            ".nef",
+            ".nrw",
+            ".arw",
+            ".srf",
+            ".sr2",
+            ".dng",
+            ".raf",
+            ".orf",
+            ".rw2",
+            ".pef",
+            ".srw",
+            ".x3f",
+            ".raw",
+            ".3fr",
+            ".iiq",
+            ".erf",
+            ".kdc",
+            ".mrw",
+        ),
+        "camera RAW: export a JPEG or TIFF to index it",
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -45,14 +72,9 @@ class Discovery:
 
 def supported_suffixes() -> frozenset[str]:
     """Suffixes we can decode now: the built-in ones plus those whose plugin is installed."""
-    suffixes = set(IMAGE_SUFFIXES)
-    try:
-        import pillow_heif  # noqa: F401
+    from crossmodal.images import heif_supported
 
-        suffixes |= {".heic", ".heif"}
-    except ImportError:
-        pass
-    return frozenset(suffixes)
+    return IMAGE_SUFFIXES | ({".heic", ".heif"} if heif_supported() else set())
 
 
 def discover(
@@ -77,12 +99,9 @@ def discover(
             continue
         suffix = os.path.splitext(entry)[1].lower()
         if suffix not in suffixes:
-            if suffix in OPTIONAL_SUFFIXES:
-                skipped.append(
-                    SkippedFile(
-                        entry, f"unsupported format {suffix}: install {OPTIONAL_SUFFIXES[suffix]}"
-                    )
-                )
+            if suffix in UNSUPPORTED_SUFFIXES:
+                reason = f"unsupported format {suffix} ({UNSUPPORTED_SUFFIXES[suffix]})"
+                skipped.append(SkippedFile(entry, reason))
             continue
         try:
             stat = os.stat(entry)
@@ -126,7 +145,10 @@ def _walk(root: Path, include_hidden: bool) -> Iterator[tuple[str, str | None]]:
                     stack.append(entry.path)
                 elif entry.is_file(follow_symlinks=True):
                     yield entry.path, None
-                elif entry.is_symlink():
+                elif entry.is_symlink() and not os.path.exists(entry.path):
                     yield entry.path, "broken symlink"
+                elif os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES:
+                    # a FIFO or device named like a photo: opening it could block forever
+                    yield entry.path, "not a regular file (pipe, socket or device)"
             except OSError as exc:
                 yield entry.path, f"cannot read entry: {exc.strerror or exc}"

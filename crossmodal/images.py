@@ -39,6 +39,16 @@ class DecodedImage:
     content_hash: str  # blake2b of the file bytes; recognises a moved or renamed photo
 
 
+def heif_supported() -> bool:
+    """Register pillow-heif's HEIC/HEIF decoder with Pillow, if the package is installed."""
+    try:
+        import pillow_heif
+    except ImportError:
+        return False
+    pillow_heif.register_heif_opener()
+    return True
+
+
 def content_hash(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 

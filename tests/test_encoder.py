@@ -76,10 +76,12 @@ def test_identity_records_model_dimension_and_preprocessing(clip, tiny_model_dir
 def test_different_weights_have_different_fingerprints(tiny_model_dir, tmp_path, clip):
     from crossmodal.encoder import create_model_from_config, save_model_dir
 
-    other = save_model_dir(create_model_from_config(TINY_CONFIG, seed=1), TINY_CONFIG,
-                           tmp_path / "other")
+    other = save_model_dir(
+        create_model_from_config(TINY_CONFIG, seed=1), TINY_CONFIG, tmp_path / "other"
+    )
     assert load_encoder(str(other), EncoderConfig("cpu")).identity.fingerprint != (
-        clip.identity.fingerprint)
+        clip.identity.fingerprint
+    )
 
 
 def test_bf16_on_cpu_stays_close_to_fp32(tiny_model_dir, clip, tmp_path):

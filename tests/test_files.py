@@ -46,14 +46,14 @@ def test_broken_symlink_and_loop_are_reported_not_fatal(tmp_path: Path):
     ]
 
 
-def test_heic_is_reported_as_unsupported_by_name(tmp_path: Path, monkeypatch):
+def test_heic_without_its_plugin_is_reported_as_unsupported_by_name(tmp_path: Path, monkeypatch):
     import crossmodal.files as files
 
     monkeypatch.setattr(files, "supported_suffixes", lambda: files.IMAGE_SUFFIXES)
     (tmp_path / "phone.heic").write_bytes(b"x")
     found = discover(tmp_path)
     assert [(Path(s.path).name, s.reason) for s in found.skipped] == [
-        ("phone.heic", "unsupported format .heic: install pillow-heif")
+        ("phone.heic", "unsupported format .heic (HEIC/HEIF: install pillow-heif to index it)")
     ]
 
 

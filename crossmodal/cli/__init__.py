@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from crossmodal.cli import indexing, searching
+from crossmodal.cli.demo import demo as demo_command
 from crossmodal.cli.options import setup_logging
 
 
@@ -18,3 +19,4 @@ def main(verbose: int) -> None:
 
 for command in (*indexing.COMMANDS, *searching.COMMANDS):
     main.add_command(command)
+main.add_command(demo_command)

@@ -1,0 +1,422 @@
+"""What the demo asks of the library: searches as gallery items, labels as probabilities, status.
+
+Sits on top of search, indexing and thumbnails; the Gradio app in `demo/` only wires these calls
+to widgets. No gradio here, so every behaviour is tested directly.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from crossmodal.errors import CrossmodalError, ImageDecodeError, StoreError
+from crossmodal.images import decode_image
+from crossmodal.indexing import IndexConfig, IndexProgress, IndexReport, index_folder
+from crossmodal.models import Encoder
+from crossmodal.search import Searcher, SearchHit, TextHit, classify, classify_with_table
+from crossmodal.store import TEXT_PREFIX, ImageRow, Store, sql_string
+from crossmodal.thumbnails import PREVIEW_SIZE, Thumbnails
+
+MAX_UPLOAD_BYTES = 50 * 1024 * 1024  # a 12-MP JPEG is 3-10 MB; a 100-MP TIFF still fits
+MAX_RESULTS = 200
+MAX_LABELS = 10  # bars in the label chart
+TYPED = "typed labels"  # the label source that is the text box, not a table
+READABLE_FORMATS = "JPEG, PNG, WebP, GIF, TIFF or BMP"
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What narrows a search; every field is optional."""
+
+    k: int = 24  # results asked for
+    min_score: float | None = None  # drop hits below this cosine similarity
+    folder: str | None = None  # absolute folder: photos in it, at any depth
+    taken_from: date | None = None  # capture date (else file date), inclusive
+    taken_until: date | None = None  # inclusive
+
+
+@dataclass(frozen=True)
+class Term:
+    """One part of a composed query: its text vector is added with `weight` (negative subtracts)."""
+
+    text: str
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class GalleryItem:
+    hit: SearchHit
+    thumbnail: str  # a file in the demo's own folder, never the original photo
+    caption: str
+    problem: str | None = None  # why the photo could not be shown (moved, deleted, corrupt)
+
+
+@dataclass(frozen=True)
+class Results:
+    items: tuple[GalleryItem, ...]
+    summary: str
+
+
+@dataclass(frozen=True)
+class PhotoDetails:
+    path: str
+    preview: str | None  # a large copy, None when the file cannot be read any more
+    fields: tuple[tuple[str, str], ...]  # (label, value) rows for a details table
+
+    def markdown(self) -> str:
+        title, *rest = self.fields
+        lines = [f"**{_escape(title[1])}**"]
+        lines += [f"{label}: {_escape(value)}" for label, value in rest]
+        return "  \n".join(lines)
+
+
+@dataclass(frozen=True)
+class Status:
+    db: str
+    model: str
+    device: str
+    precision: str
+    images: int
+    texts: tuple[tuple[str, int], ...] = field(default_factory=tuple)
+    problem: str | None = None  # what stops searching and how to fix it
+
+    def markdown(self) -> str:
+        tables = ", ".join(f"{name} ({count})" for name, count in self.texts) or "none"
+        lines = [
+            f"**Model** `{self.model}` on **{device_label(self.device)}** ({self.precision})",
+            f"**Index** `{self.db}`: {self.images} photos · text tables: {tables}",
+        ]
+        if self.problem:
+            lines.append("> ⚠️ " + self.problem.replace("\n", "  \n> "))
+        return "  \n".join(lines)
+
+
+def device_label(device: str) -> str:
+    kind = device.split(":")[0]
+    return {"cuda": "CUDA GPU", "mps": "Apple GPU (MPS)", "cpu": "CPU"}.get(kind, kind) + (
+        f" {device}" if ":" in device else ""
+    )
+
+
+def compose_vector(encoder: Encoder, terms: Sequence[Term]) -> np.ndarray:
+    """The query vector of weighted text terms: the normalised sum of weight * term vector.
+
+    Kept to this one function so the search module's composition can replace it.
+    """
+    used = [t for t in terms if t.text.strip() and t.weight != 0]
+    if not used:
+        raise CrossmodalError("the query is empty; type what the photo should show")
+    vectors = encoder.encode_texts([t.text.strip() for t in used])
+    total = np.asarray([t.weight for t in used], np.float32) @ vectors
+    norm = float(np.linalg.norm(total))
+    if norm < 1e-6:
+        raise CrossmodalError("the terms cancel each other out; change a weight or a term")
+    return (total / norm).astype(np.float32)
+
+
+def where_clause(filters: Filters) -> str | None:
+    """The SQL filter on the image table that `filters` describe, values quoted safely."""
+    parts = []
+    if filters.folder:
+        folder = os.path.normpath(filters.folder)
+        parts.append(
+            f"(folder = {sql_string(folder)} OR "
+            f"starts_with(folder, {sql_string(folder.rstrip(os.sep) + os.sep)}))"
+        )
+    if filters.taken_from:
+        parts.append(f"taken_at >= TIMESTAMP {sql_string(_midnight(filters.taken_from))}")
+    if filters.taken_until:
+        day_after = filters.taken_until + timedelta(days=1)
+        parts.append(f"taken_at < TIMESTAMP {sql_string(_midnight(day_after))}")
+    return " AND ".join(parts) or None
+
+
+def _midnight(day: date) -> str:
+    return f"{day.isoformat()} 00:00:00"
+
+
+def parse_date(text: str | None, what: str) -> date | None:
+    """A date typed by a person (YYYY-MM-DD, or YYYY-MM, or YYYY); empty means no limit."""
+    text = (text or "").strip()
+    if not text:
+        return None
+    for form in ("%Y-%m-%d", "%Y-%m", "%Y"):
+        try:
+            return datetime.strptime(text, form).date()
+        except ValueError:
+            continue
+    raise CrossmodalError(f"{what} {text!r} is not a date; write it as 2024-07-31, 2024-07 or 2024")
+
+
+def parse_labels(text: str) -> list[str]:
+    """Candidate labels typed on the spot: separated by commas or new lines, repeats dropped."""
+    labels = (part.strip() for line in text.splitlines() for part in line.split(","))
+    return list(dict.fromkeys(label for label in labels if label))
+
+
+def check_upload(path: str | os.PathLike[str] | None) -> Path:
+    """An uploaded file the demo will decode: present, not too large, and really an image."""
+    if path is None:
+        raise CrossmodalError("drop or paste a photo first")
+    upload = Path(path)
+    size = upload.stat().st_size if upload.is_file() else 0
+    if size > MAX_UPLOAD_BYTES:
+        raise CrossmodalError(
+            f"{upload.name} is {size / 2**20:.0f} MB; photos up to "
+            f"{MAX_UPLOAD_BYTES // 2**20} MB can be searched with"
+        )
+    return upload
+
+
+class DemoService:
+    """One database and one encoder, shared by every request of the demo.
+
+    The model is loaded once by the caller and passed in. The index is looked up on each
+    request, so a database indexed (or fixed) while the demo runs is picked up without a restart.
+    """
+
+    def __init__(self, db_dir: str | os.PathLike[str], encoder: Encoder, workdir: Path) -> None:
+        self.db_dir = Path(db_dir).expanduser().resolve()
+        self.encoder = encoder
+        self.workdir = workdir  # private folder for thumbnails (and Gradio's uploads)
+        self.thumbnails = Thumbnails(workdir / "thumbnails")
+
+    # -- the index ------------------------------------------------------------------------------
+
+    def searcher(self) -> Searcher:
+        """A searcher over the index; a typed error saying how to fix it when there is none."""
+        store = Store.open(self.db_dir)
+        return Searcher(store, self.encoder)
+
+    def status(self) -> Status:
+        identity = self.encoder.identity
+        base = Status(
+            str(self.db_dir), identity.spec, self.encoder.device, self.encoder.precision, 0
+        )
+        try:
+            searcher = self.searcher()
+        except CrossmodalError as exc:
+            return replace(base, problem=str(exc))
+        texts = tuple(
+            (name, searcher.store.info(TEXT_PREFIX + name).rows)
+            for name in searcher.store.text_table_names()
+        )
+        images = searcher.images.count()
+        problem = None if images else _empty_index(self.db_dir)
+        return replace(base, images=images, texts=texts, problem=problem)
+
+    def folders(self) -> list[tuple[str, str]]:
+        """(label, folder) choices for the folder filter: every folder that holds photos, and
+        their parents up to the common root, labelled relative to that root."""
+        try:
+            rows = self.searcher().images.rows()
+        except CrossmodalError:
+            return []
+        folders = {row.folder for row in rows}
+        if not folders:
+            return []
+        root = os.path.commonpath(sorted(folders))
+        every = set(folders)
+        for folder in folders:
+            while folder != root and len(folder) > len(root):
+                folder = os.path.dirname(folder)
+                every.add(folder)
+        return [(_relative(f, root), f) for f in sorted(every)]
+
+    def text_sources(self) -> list[str]:
+        """Where labels can come from: the text box, then each text table of the database."""
+        try:
+            return [TYPED, *Store.open(self.db_dir).text_table_names()]
+        except StoreError:
+            return [TYPED]
+
+    # -- searching ------------------------------------------------------------------------------
+
+    def search_text(self, query: str, filters: Filters, extra: Sequence[Term] = ()) -> Results:
+        terms = [Term(query, 1.0), *extra]
+        vector = compose_vector(self.encoder, terms)
+        return self._results(vector, filters, _describe_terms(terms))
+
+    def search_image(self, upload: str | os.PathLike[str] | None, filters: Filters) -> Results:
+        picture = self._decode_upload(upload)
+        vector = self.encoder.encode_images([picture])[0]
+        return self._results(vector, filters, f"photos like {Path(str(upload)).name}")
+
+    def more_like(self, path: str, filters: Filters) -> Results:
+        """Neighbours of a photo of the index, the photo itself left out."""
+        record = self.searcher().images.get(path)
+        if record is None:
+            raise CrossmodalError(f"{path} is not in the index any more; search again")
+        return self._results(record[1], filters, f"photos like {record[0].name}", exclude=path)
+
+    def _results(
+        self,
+        vector: np.ndarray,
+        filters: Filters,
+        what: str,
+        exclude: str | None = None,
+    ) -> Results:
+        started = time.perf_counter()
+        searcher = self.searcher()
+        k = max(1, min(int(filters.k), MAX_RESULTS))
+        hits = searcher.by_vector(vector, k + (exclude is not None), where_clause(filters))
+        hits = [h for h in hits if h.path != exclude][:k]
+        found = len(hits)
+        if filters.min_score is not None:
+            hits = [h for h in hits if h.score >= filters.min_score]
+        items = self.gallery(hits)
+        seconds = time.perf_counter() - started
+        return Results(items, _summary(what, len(items), found, filters, seconds, searcher))
+
+    def gallery(self, hits: Sequence[SearchHit]) -> tuple[GalleryItem, ...]:
+        thumbnails = self.thumbnails.of_many([h.row for h in hits])
+        items = []
+        for hit, thumb in zip(hits, thumbnails, strict=True):
+            caption = f"{hit.score:.3f} · {hit.row.name}"
+            if thumb.path is None:
+                items.append(
+                    GalleryItem(
+                        hit,
+                        str(self.thumbnails.placeholder()),
+                        f"{caption} (unreadable)",
+                        thumb.problem,
+                    )
+                )
+            else:
+                items.append(GalleryItem(hit, str(thumb.path), caption))
+        return tuple(items)
+
+    def details(self, item: GalleryItem) -> PhotoDetails:
+        row = item.hit.row
+        preview = self.thumbnails.of(row, PREVIEW_SIZE)
+        fields = [
+            ("file", row.name),
+            ("folder", row.folder),
+            ("score", f"{item.hit.score:.3f}"),
+            ("size", f"{row.width} × {row.height} px · {_megabytes(row.size)} · {row.format}"),
+            ("date", _taken(row)),
+        ]
+        if preview.problem:
+            fields.append(("problem", f"cannot show the photo: {preview.problem}"))
+        return PhotoDetails(row.path, str(preview.path) if preview.path else None, tuple(fields))
+
+    # -- image -> text --------------------------------------------------------------------------
+
+    def labels(
+        self, upload: str | os.PathLike[str] | None, source: str, typed: str
+    ) -> list[TextHit]:
+        """Which labels fit the photo, most likely first, with CLIP's softmax probabilities."""
+        picture = self._decode_upload(upload)
+        vector = self.encoder.encode_images([picture])[0]
+        if source == TYPED:
+            candidates = parse_labels(typed)
+            if not candidates:
+                raise CrossmodalError(
+                    "type a few labels to choose from, separated by commas, "
+                    "e.g. 'a dog, a cat, a beach at sunset'"
+                )
+            return classify(self.encoder, vector, candidates, self.encoder.encode_texts(candidates))
+        store = Store.open(self.db_dir)
+        return classify_with_table(self.encoder, vector, store.texts(source, self.encoder.identity))
+
+    def _decode_upload(self, upload: str | os.PathLike[str] | None) -> Image.Image:
+        path = check_upload(upload)
+        try:
+            return decode_image(path).image
+        except ImageDecodeError as exc:
+            raise CrossmodalError(
+                f"{path.name} is not a photo crossmodal can read: {exc.reason}. "
+                f"Drop a {READABLE_FORMATS} file."
+            ) from exc
+
+    # -- indexing -------------------------------------------------------------------------------
+
+    def index(
+        self, folder: str, on_progress: Callable[[IndexProgress], None] | None = None
+    ) -> IndexReport:
+        root = Path(folder.strip()).expanduser()
+        if not folder.strip() or not root.is_dir():
+            raise CrossmodalError(f"{folder!r} is not a folder on this machine; give a folder path")
+        store = Store.open(self.db_dir, create=True)
+        return index_folder(root, store, self.encoder, IndexConfig(), on_progress)
+
+
+def label_chart(hits: Sequence[TextHit]) -> dict[str, float]:
+    """The top labels and their probabilities, as a bar chart shows them."""
+    return {h.text: float(h.probability or 0.0) for h in hits[:MAX_LABELS]}
+
+
+def index_summary(report: IndexReport) -> str:
+    text = (
+        f"Indexed `{report.root}`: {report.new} new, {report.updated} updated, "
+        f"{report.moved} moved, {report.unchanged} unchanged, {report.removed} removed "
+        f"in {report.seconds:.1f} s."
+    )
+    if report.failed:
+        shown = "\n".join(f"- `{f.path}`: {f.reason}" for f in report.failed[:20])
+        more = f"\n- … and {len(report.failed) - 20} more" if len(report.failed) > 20 else ""
+        text += f"\n\n{len(report.failed)} file(s) could not be indexed:\n{shown}{more}"
+    return text
+
+
+def _empty_index(db_dir: Path) -> str:
+    return (
+        f"the index in {db_dir} holds no photos yet.\n"
+        f"Fix: `crossmodal index PHOTOS_DIR --db {db_dir}`"
+    )
+
+
+def _describe_terms(terms: Sequence[Term]) -> str:
+    parts = []
+    for term in terms:
+        if not term.text.strip() or term.weight == 0:
+            continue
+        sign = "−" if term.weight < 0 else "+"
+        weight = "" if abs(term.weight) == 1 else f"{abs(term.weight):g}×"
+        parts.append(f"{sign} {weight}“{_escape(term.text.strip())}”")
+    text = " ".join(parts)
+    return text[2:] if text.startswith("+ ") else text
+
+
+def _summary(
+    what: str, shown: int, found: int, filters: Filters, seconds: float, searcher: Searcher
+) -> str:
+    if shown:
+        text = f"{shown} photo{'s' if shown != 1 else ''} for {what}"
+        if shown < found:
+            text += f" ({found - shown} more below the minimum score {filters.min_score:.2f})"
+        return f"{text} · {seconds:.2f} s"
+    if searcher.images.count() == 0:
+        return "No photos: " + _empty_index(searcher.store.db_dir)
+    if found:
+        return (
+            f"No photo for {what} scores {filters.min_score:.2f} or more; lower the minimum score."
+        )
+    return f"No photo for {what} matches the filters; widen the folder or dates."
+
+
+def _relative(folder: str, root: str) -> str:
+    if folder == root:
+        return f"{os.path.basename(root) or root} (all)"
+    return os.path.relpath(folder, os.path.dirname(root))
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1e6:.1f} MB" if size >= 100_000 else f"{size / 1e3:.0f} kB"
+
+
+def _taken(row: ImageRow) -> str:
+    when = row.taken_at.strftime("%Y-%m-%d %H:%M")
+    return f"{when} (taken)" if row.captured_at else f"{when} (file date)"
+
+
+def _escape(value: str) -> str:
+    """Plain text inside markdown: file names may hold `*`, `_`, `<` and such."""
+    return "".join(f"\\{c}" if c in "\\`*_{}[]<>()#+-.!|~" else c for c in value)
