@@ -22,7 +22,14 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from crossmodal.errors import CrossmodalError, ImageDecodeError
-from crossmodal.images import PixelRecipe, content_hash, decode_bytes, read_image_bytes, to_pixels
+from crossmodal.images import (
+    PixelRecipe,
+    content_hash,
+    decode_bytes,
+    heif_supported,
+    read_image_bytes,
+    to_pixels,
+)
 from crossmodal.models import Encoder
 
 log = logging.getLogger(__name__)
@@ -220,6 +227,7 @@ def _pool(workers: int, settings: _Settings) -> ProcessPoolExecutor:
 def _init_worker(settings: _Settings) -> None:
     global _settings
     _settings = settings
+    heif_supported()  # a fresh process has only Pillow's built-in decoders registered
     # Ctrl-C reaches the whole process group; the parent decides what stops, and how
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
