@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
+import threading
 from collections import deque
 from collections.abc import Generator, Iterable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -136,7 +138,7 @@ def prepare_stream(
     config = config or PipelineConfig()
     known = frozenset(reusable)
     workers = worker_count(config, len(jobs))
-    if workers == 0:
+    if workers == 0 or not jobs:
         for job in jobs:
             yield prepare(job, recipe, known)
         return
@@ -230,6 +232,16 @@ def _init_worker(settings: _Settings) -> None:
     heif_supported()  # a fresh process has only Pillow's built-in decoders registered
     # Ctrl-C reaches the whole process group; the parent decides what stops, and how
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # a parent killed outright (SIGKILL, SIGTERM) cannot shut the pool down: without this the
+    # workers would wait for work forever, each holding its memory
+    threading.Thread(target=_exit_with_parent, daemon=True).start()
+
+
+def _exit_with_parent() -> None:
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os._exit(0)
 
 
 def _prepare_chunk(jobs: Sequence[Job]) -> list[Prepared]:

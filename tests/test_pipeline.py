@@ -2,6 +2,8 @@
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from contextlib import closing
 from pathlib import Path
@@ -252,3 +254,38 @@ def test_auto_precision_follows_the_hardware(monkeypatch):
     monkeypatch.setattr(encoder_module, "cpu_has_native_bf16", lambda: False)
     assert resolve_precision("cpu", "auto") == "fp32"
     assert resolve_precision("cpu", "bf16") == "bf16"  # an explicit choice is kept
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds workers through /proc")
+def test_workers_exit_when_the_indexing_process_is_killed(tmp_path):
+    for i in range(12):
+        _photo(tmp_path / f"{i:02}.jpg", i, (40, 30))
+    script = f"""
+import os, signal, sys
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from pathlib import Path
+from crossmodal.images import PixelRecipe
+from crossmodal.pipeline import Job, PipelineConfig, prepare_stream
+from test_pipeline import _worker_pids
+
+if __name__ == "__main__":
+    jobs = [Job(str(p)) for p in sorted(Path({str(tmp_path)!r}).glob("*.jpg"))]
+    stream = prepare_stream(jobs, PixelRecipe((16, 16)), config=PipelineConfig(workers=2))
+    next(stream)
+    print(" ".join(map(str, _worker_pids())), flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+    out = tmp_path / "pids.txt"
+    with out.open("w") as fh:  # a file, not a pipe: lingering workers would hold a pipe open
+        done = subprocess.run([sys.executable, "-c", script], stdout=fh, check=False)
+    assert done.returncode == -signal.SIGKILL
+    workers = [int(pid) for pid in out.read_text().split()]
+    assert len(workers) == 2
+    deadline = time.monotonic() + 10
+    alive = workers
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.1)
+        alive = [pid for pid in workers if Path(f"/proc/{pid}").exists()]
+    for pid in alive:  # don't leak them if the assertion below fails
+        os.kill(pid, signal.SIGKILL)
+    assert alive == []
