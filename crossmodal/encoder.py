@@ -1,6 +1,7 @@
 """The encoder: the one module that talks to open_clip and torch.
 
-Images (PIL) and texts in, L2-normalised float32 vectors out, one forward pass per batch.
+Images (PIL, or model-sized uint8 pixels from worker processes) and texts in, L2-normalised
+float32 vectors out, one forward pass per batch.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import platform
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from crossmodal.errors import ModelLoadError
+from crossmodal.images import RESIZE_MODES, PixelRecipe, to_pixels
 from crossmodal.models import ModelIdentity, ModelSpec, SpecKind, parse_model_spec
 
 if TYPE_CHECKING:
@@ -31,7 +34,7 @@ DEVICES = ("cuda", "mps", "cpu")
 @dataclass(frozen=True)
 class EncoderConfig:
     device: str = "auto"  # "auto" picks CUDA, then Apple MPS, then CPU; or name one
-    precision: str = "auto"  # "auto" picks fp16 on CUDA, fp32 elsewhere; or fp32 / fp16 / bf16
+    precision: str = "auto"  # "auto": fp16 on CUDA, bf16 on CPUs with native bf16, else fp32
     batch_size: int = 64  # images (or texts) per forward pass
 
 
@@ -59,8 +62,14 @@ def resolve_device(requested: str = "auto") -> str:
 
 
 def resolve_precision(device: str, requested: str = "auto") -> str:
+    """The precision to run at: fp16 on CUDA, bf16 on a CPU that computes it natively, else fp32.
+
+    bf16 on a CPU without native support is emulated and slower than fp32, so "auto" avoids it.
+    """
     if requested == "auto":
-        return "fp16" if device.startswith("cuda") else "fp32"
+        if device.startswith("cuda"):
+            return "fp16"
+        return "bf16" if device == "cpu" and cpu_has_native_bf16() else "fp32"
     if requested not in PRECISIONS:
         raise ModelLoadError(
             f"unknown precision {requested!r}; choose one of auto, {', '.join(PRECISIONS)}"
@@ -68,6 +77,26 @@ def resolve_precision(device: str, requested: str = "auto") -> str:
     if requested == "fp16" and device == "cpu":
         raise ModelLoadError("fp16 is not supported on CPU; use --precision bf16 or fp32")
     return requested
+
+
+_BF16_FLAGS = {"avx512_bf16", "amx_bf16"}  # x86: Cooper Lake / Zen 4 and later, Sapphire Rapids AMX
+
+
+def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
+    """Whether this CPU has bf16 instructions (x86 AVX-512 BF16 or AMX, Arm BF16), per /proc/cpuinfo."""
+    if cpuinfo is None:
+        if platform.system() != "Linux":
+            return False  # no cheap, reliable check elsewhere: fp32 is the safe choice
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
+        except OSError:
+            return False
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):  # x86 and Arm spell the line differently
+            words = set(value.split())
+            return bool(words & _BF16_FLAGS) or "bf16" in words
+    return False
 
 
 def _dtype(precision: str) -> torch.dtype:
@@ -138,27 +167,53 @@ class ClipEncoder:
         self.precision = precision
         self.batch_size = batch_size
         self.logit_scale = float(model.logit_scale.exp().item())
+        cfg = dict(model.visual.preprocess_cfg)
+        # what worker processes need to prepare pixels without torch; None when open_clip's
+        # transform for this model is one we do not reproduce (then images go through `preprocess`)
+        self.pixel_recipe = _pixel_recipe(cfg)
+        self._mean = tuple(float(v) for v in cfg.get("mean", ()))
+        self._std = tuple(float(v) for v in cfg.get("std", ()))
 
     @property
     def dim(self) -> int:
         return self.identity.dim
 
-    def encode_pixels(self, pixels: torch.Tensor) -> np.ndarray:
-        """Encode a preprocessed batch (N, 3, H, W) in one forward pass."""
+    def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """Encode a batch of model-sized uint8 pixels, shape (N, H, W, 3), from `to_pixels`.
+
+        Only uint8 crosses from the host to the device; scaling and normalising happen there.
+        """
+        import torch
+
+        batch = torch.from_numpy(np.ascontiguousarray(pixels, np.uint8))
+        if self.device.startswith("cuda"):
+            batch = batch.pin_memory()  # lets the copy below run asynchronously
+        with torch.inference_mode():
+            batch = batch.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
+            mean = torch.tensor(self._mean, device=batch.device).view(1, -1, 1, 1)
+            std = torch.tensor(self._std, device=batch.device).view(1, -1, 1, 1)
+            # the same operations, in the same order, as ToTensor + Normalize
+            batch = batch.div_(255.0).sub_(mean).div_(std)
+            return self._encode_tensor(batch)
+
+    def _encode_tensor(self, batch: torch.Tensor) -> np.ndarray:
         import torch
 
         with torch.inference_mode():
-            batch = pixels.to(self.device, dtype=_dtype(self.precision), non_blocking=True)
-            features = self.model.encode_image(batch)
-            return _normalised(features)
+            batch = batch.to(self.device, dtype=_dtype(self.precision), non_blocking=True)
+            return _normalised(self.model.encode_image(batch))
 
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         import torch
 
         out = [np.empty((0, self.dim), np.float32)]
+        recipe = self.pixel_recipe
         for chunk in _batches(images, self.batch_size):
-            pixels = torch.stack([self.preprocess(image) for image in chunk])
-            out.append(self.encode_pixels(pixels))
+            if recipe is not None:
+                rgb = [i if i.mode == "RGB" else i.convert("RGB") for i in chunk]  # as open_clip
+                out.append(self.encode_pixels(np.stack([to_pixels(i, recipe) for i in rgb])))
+            else:
+                out.append(self._encode_tensor(torch.stack([self.preprocess(i) for i in chunk])))
         return np.concatenate(out)
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
@@ -170,6 +225,20 @@ class ClipEncoder:
                 tokens = self.tokenizer(list(chunk)).to(self.device)
                 out.append(_normalised(self.model.encode_text(tokens)))
         return np.concatenate(out)
+
+
+def _pixel_recipe(cfg: dict[str, Any]) -> PixelRecipe | None:
+    size = cfg.get("size", 224)
+    height, width = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    resize = cfg.get("resize_mode") or "shortest"
+    interpolation = cfg.get("interpolation") or "bicubic"
+    if resize not in RESIZE_MODES or interpolation not in ("bicubic", "bilinear"):
+        return None
+    if len(cfg.get("mean", ())) != 3 or len(cfg.get("std", ())) != 3:
+        return None
+    if resize == "shortest" and height != width:
+        return None  # open_clip keeps the aspect ratio differently for non-square inputs
+    return PixelRecipe((height, width), resize, interpolation)
 
 
 def _normalised(features: torch.Tensor) -> np.ndarray:

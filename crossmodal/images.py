@@ -1,4 +1,5 @@
-"""Decoding: image file bytes -> an upright RGB picture plus the metadata a photo user filters on.
+"""Decoding: image file bytes -> an upright RGB picture plus the metadata a photo user filters on,
+and, given a model's `PixelRecipe`, the model-sized uint8 pixels (torch-free, for worker processes).
 
 Each failure becomes an `ImageDecodeError` with a reason a person understands; the caller
 decides to skip and report it.
@@ -99,6 +100,48 @@ def decode_bytes(
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageDecodeError(name, f"corrupt or truncated image: {exc}") from exc
     return DecodedImage(rgb, width, height, fmt, captured, content_hash(data))
+
+
+@dataclass(frozen=True)
+class PixelRecipe:
+    """The geometric half of a CLIP model's image preprocessing, reproduced with Pillow alone.
+
+    Matches open_clip's eval transform (torchvision Resize + CenterCrop on a PIL image) pixel for
+    pixel; the arithmetic half (scale to [0, 1], mean/std) runs batched in the encoder.
+    """
+
+    size: tuple[int, int]  # model input (height, width)
+    resize: str = "shortest"  # "shortest": shorter side to size, then centre crop; "squash"
+    interpolation: str = "bicubic"  # or "bilinear"
+
+    @property
+    def min_side(self) -> int:
+        """The shorter side a decoded image needs so that resizing only ever shrinks it."""
+        return max(self.size)
+
+
+RESIZE_MODES = ("shortest", "squash")
+_FILTERS = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
+
+
+def to_pixels(image: Image.Image, recipe: PixelRecipe) -> np.ndarray:
+    """Resize and crop an RGB image to the model input: uint8, shape (height, width, 3)."""
+    height, width = recipe.size
+    resample = _FILTERS[recipe.interpolation]
+    w, h = image.size
+    if recipe.resize == "squash":
+        if (w, h) != (width, height):
+            image = image.resize((width, height), resample)
+        return np.asarray(image, np.uint8)
+    # torchvision's rule for Resize(int): the shorter side becomes `height`, the longer is floored
+    short, long = (w, h) if w <= h else (h, w)
+    new_short, new_long = height, int(height * long / short)
+    new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
+    if (new_w, new_h) != (w, h):
+        image = image.resize((new_w, new_h), resample)
+    top = int(round((new_h - height) / 2.0))
+    left = int(round((new_w - width) / 2.0))
+    return np.asarray(image.crop((left, top, left + width, top + height)), np.uint8)
 
 
 def _draft_request(width: int, height: int, min_side: int) -> tuple[int, int]:

@@ -1,6 +1,6 @@
 """Indexing: make the image table match a folder, doing only the work that changed.
 
-files -> decode -> encode -> store. Each batch is one atomic upsert keyed by path, so a run that
+files -> pipeline (decode in worker processes) -> encode -> store. Each batch is one atomic upsert keyed by path, so a run that
 is interrupted resumes where it stopped, with no duplicate and no lost row.
 """
 
@@ -10,16 +10,26 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
-from crossmodal.errors import ImageDecodeError
 from crossmodal.files import ImageFile, discover
-from crossmodal.images import DecodedImage, content_hash, decode_bytes, read_image_bytes
+from crossmodal.images import PixelRecipe
 from crossmodal.models import Encoder
+from crossmodal.pipeline import (
+    Job,
+    PipelineConfig,
+    PixelEncoder,
+    Prepared,
+    pixel_recipe,
+    prepare,
+    prepare_stream,
+)
 from crossmodal.store import ImageRow, ImageTable, Store
 
 log = logging.getLogger(__name__)
@@ -30,6 +40,8 @@ class IndexConfig:
     batch_size: int = 64  # images per forward pass and per database commit
     include_hidden: bool = False  # index files and folders whose names start with "."
     rebuild: bool = False  # drop the image table first (e.g. to switch models)
+    workers: int | None = None  # decoding processes; None: one per CPU core; 0: in this process
+    lookahead: int = 128  # files decoded ahead of the encoder: bounds memory (at least a batch)
 
 
 @dataclass(frozen=True)
@@ -78,7 +90,10 @@ def index_folder(
     config: IndexConfig | None = None,
     on_progress: Callable[[IndexProgress], None] | None = None,
 ) -> IndexReport:
-    """Index every image under `root` into the store's image table with `encoder`."""
+    """Index every image under `root` into the store's image table with `encoder`.
+
+    Worker processes decode the next images while this process encodes the current batch.
+    """
     config = config or IndexConfig()
     started = time.perf_counter()
     root_path = Path(root).expanduser().resolve()
@@ -87,58 +102,99 @@ def index_folder(
         store.drop("images")
     table = store.images(encoder.identity, create=True)
     plan = _plan(table, root_path, found.files)
-    failed = [FailedFile(s.path, s.reason) for s in found.skipped]
-    counts = {"new": 0, "updated": 0, "moved": 0, "touched": 0, "encoded": 0}
-    vanished = _vanished_records(table, plan)
-    consumed: set[str] = set()  # vanished paths whose vector moved to a new path
-    failed_stored: list[str] = []  # stored paths that now fail to decode: their rows are stale
-    done = 0
-    for batch in _chunks(plan.todo, config.batch_size):
-        rows, vectors, to_encode, images = [], [], [], []
-        own = table.records_for([f.path for f in batch if f.path in plan.stored])
-        for file in batch:
-            try:
-                data = read_image_bytes(file.path)
-                digest = content_hash(data)
-                old = _reusable_record(file, digest, own, vanished, consumed)
+    run = _Run(table, encoder, plan, _vanished_records(table, plan))
+    run.failed.extend(FailedFile(s.path, s.reason) for s in found.skipped)
+    recipe = pixel_recipe(encoder)
+    jobs = [
+        Job(f.path, plan.stored[f.path][2] if f.path in plan.stored else None) for f in plan.todo
+    ]
+    # without a recipe workers send whole decoded images: keep just one batch in flight
+    lookahead = max(config.lookahead, config.batch_size) if recipe else config.batch_size
+    stream = prepare_stream(jobs, recipe, run.vanished, PipelineConfig(config.workers, lookahead))
+    with closing(stream):  # stops the workers if encoding or writing fails
+        done = 0
+        for batch in _chunks(plan.todo, config.batch_size):
+            run.commit(batch, [next(stream) for _ in batch], recipe)
+            done += len(batch)
+            if on_progress:
+                elapsed = time.perf_counter() - started
+                on_progress(IndexProgress(done, len(plan.todo), run.encoded / max(elapsed, 1e-9)))
+    on_disk = {f.path for f in found.files}
+    gone = [p for p in plan.stored if p not in on_disk and p not in run.consumed]
+    table.delete_paths(gone + list(run.consumed) + run.failed_stored)
+    return IndexReport(
+        root=str(root_path),
+        new=run.counts["new"],
+        updated=run.counts["updated"],
+        moved=run.counts["moved"],
+        unchanged=len(found.files) - len(plan.todo) + run.counts["touched"],
+        removed=len(gone),
+        failed=tuple(sorted(run.failed, key=lambda f: f.path)),
+        encoded=run.encoded,
+        seconds=time.perf_counter() - started,
+    )
+
+
+class _Run:
+    """The state of one indexing run; `commit` turns one batch into one atomic upsert."""
+
+    def __init__(
+        self,
+        table: ImageTable,
+        encoder: Encoder,
+        plan: _Plan,
+        vanished: dict[str, tuple[ImageRow, np.ndarray]],
+    ) -> None:
+        self.table = table
+        self.encoder = encoder
+        self.plan = plan
+        self.vanished = vanished
+        self.consumed: set[str] = set()  # vanished paths whose vector moved to a new path
+        self.failed: list[FailedFile] = []
+        self.failed_stored: list[str] = []  # stored paths that now fail to decode: stale rows
+        self.counts = {"new": 0, "updated": 0, "moved": 0, "touched": 0}
+        self.encoded = 0
+
+    def commit(
+        self, batch: Sequence[ImageFile], results: Sequence[Prepared], recipe: PixelRecipe | None
+    ) -> None:
+        rows: list[ImageRow] = []
+        vectors: list[np.ndarray] = []
+        to_encode: list[ImageRow] = []
+        pixels: list[np.ndarray] = []
+        own = self.table.records_for([f.path for f in batch if f.path in self.plan.stored])
+        for file, result in zip(batch, results, strict=True):
+            assert file.path == result.path, "the pipeline yields results in job order"
+            if result.pixels is None and result.error is None:
+                old = _reusable_record(file, result.content_hash, own, self.vanished, self.consumed)
                 if old is not None:
                     rows.append(_moved_row(old[0], file))
                     vectors.append(old[1])
-                    counts["moved" if old[0].path != file.path else "touched"] += 1
+                    self.counts["moved" if old[0].path != file.path else "touched"] += 1
                     continue
-                decoded = decode_bytes(data, file.path)
-            except ImageDecodeError as exc:
-                log.warning("skipped %s: %s", file.path, exc.reason)
-                failed.append(FailedFile(file.path, exc.reason))
-                if file.path in plan.stored:
-                    failed_stored.append(file.path)
+                # a second copy of a moved photo: the vector went to the first, so decode this one
+                result = prepare(Job(file.path), recipe, frozenset())
+            if result.error is not None or result.pixels is None:
+                reason = result.error or "no pixels"
+                log.warning("skipped %s: %s", file.path, reason)
+                self.failed.append(FailedFile(file.path, reason))
+                if file.path in self.plan.stored:
+                    self.failed_stored.append(file.path)
                 continue
-            to_encode.append(_row(file, decoded))
-            images.append(decoded.image)
-            counts["updated" if file.path in plan.stored else "new"] += 1
-        if images:
+            to_encode.append(_row(file, result))
+            pixels.append(result.pixels)
+            self.counts["updated" if file.path in self.plan.stored else "new"] += 1
+        if pixels:
             rows.extend(to_encode)
-            vectors.extend(encoder.encode_images(images))
-            counts["encoded"] += len(images)
-        table.upsert(rows, np.asarray(vectors, np.float32).reshape(len(rows), encoder.dim))
-        done += len(batch)
-        if on_progress:
-            elapsed = time.perf_counter() - started
-            on_progress(IndexProgress(done, len(plan.todo), counts["encoded"] / max(elapsed, 1e-9)))
-    on_disk = {f.path for f in found.files}
-    gone = [p for p in plan.stored if p not in on_disk and p not in consumed]
-    table.delete_paths(gone + list(consumed) + failed_stored)
-    return IndexReport(
-        root=str(root_path),
-        new=counts["new"],
-        updated=counts["updated"],
-        moved=counts["moved"],
-        unchanged=len(found.files) - len(plan.todo) + counts["touched"],
-        removed=len(gone),
-        failed=tuple(sorted(failed, key=lambda f: f.path)),
-        encoded=counts["encoded"],
-        seconds=time.perf_counter() - started,
-    )
+            vectors.extend(self._encode(pixels, recipe))
+            self.encoded += len(pixels)
+        matrix = np.asarray(vectors, np.float32).reshape(len(rows), self.encoder.dim)
+        self.table.upsert(rows, matrix)
+
+    def _encode(self, pixels: list[np.ndarray], recipe: PixelRecipe | None) -> np.ndarray:
+        if recipe is not None and isinstance(self.encoder, PixelEncoder):
+            return self.encoder.encode_pixels(np.stack(pixels))
+        return self.encoder.encode_images([Image.fromarray(p) for p in pixels])
 
 
 def _plan(table: ImageTable, root: Path, files: Sequence[ImageFile]) -> _Plan:
@@ -197,7 +253,7 @@ def _moved_row(old: ImageRow, file: ImageFile) -> ImageRow:
     )
 
 
-def _row(file: ImageFile, decoded: DecodedImage) -> ImageRow:
+def _row(file: ImageFile, decoded: Prepared) -> ImageRow:
     folder, name = os.path.split(file.path)
     modified = datetime.fromtimestamp(file.mtime_ns / 1e9)
     return ImageRow(

@@ -8,6 +8,7 @@ from conftest import ColourEncoder, make_image
 
 import crossmodal.cli.options as options
 from crossmodal.cli import main
+from crossmodal.encoder import resolve_precision
 
 
 @pytest.fixture
@@ -113,7 +114,7 @@ def test_labels_add_then_classify_and_captions(cli, photos, tmp_path):
 def test_info_reports_model_dimension_and_counts(cli, photos, tmp_path):
     cli("index", photos, "--db", tmp_path / "db", "--model", "fake-a")
     data = json.loads(cli("info", "--db", tmp_path / "db", "--json").output)
-    assert data["device"] == "cpu" and data["precision"] == "fp32"
+    assert data["device"] == "cpu" and data["precision"] == resolve_precision("cpu")
     assert [(t["name"], t["rows"], t["model"], t["dim"]) for t in data["tables"]] == [
         ("images", 6, "fake-a", 9)
     ]

@@ -29,6 +29,12 @@ from crossmodal.store import IMAGES, TEXT_PREFIX, Store
 @model_options
 @click.option("--rebuild", is_flag=True, help="Drop the image table first (to switch models).")
 @click.option("--include-hidden", is_flag=True, help="Also index hidden files and folders.")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Decoding processes (default: one per CPU core; 0: decode in the main process).",
+)
 @json_option
 @friendly_errors
 def index(
@@ -40,6 +46,7 @@ def index(
     batch_size: int,
     rebuild: bool,
     include_hidden: bool,
+    workers: int | None,
     as_json: bool,
 ) -> None:
     """Index every image under PHOTOS_DIR (recursively) into the database.
@@ -50,7 +57,9 @@ def index(
     store = Store.open(db_dir, create=True)
     spec = choose_model(None if rebuild else store, model_spec)
     encoder = load(spec, device, precision, batch_size)
-    config = IndexConfig(batch_size=batch_size, include_hidden=include_hidden, rebuild=rebuild)
+    config = IndexConfig(
+        batch_size=batch_size, include_hidden=include_hidden, rebuild=rebuild, workers=workers
+    )
     with Progress(
         TextColumn("[bold]indexing"),
         BarColumn(),
