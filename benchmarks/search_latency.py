@@ -27,10 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-import crossmodal.store as store_module
 from crossmodal.models import ModelIdentity
 from crossmodal.records import ImageRow, IndexPolicy
 from crossmodal.store import ImageTable, Store
+from crossmodal.store import database as store_database
 
 DIM = 512
 LATENT = 64  # intrinsic dimension of the clustered vectors
@@ -87,7 +87,7 @@ def _rows(start: int, count: int) -> list[ImageRow]:
 def build_table(path: Path, rows: int, vectors: Vectors, file_format: str) -> float:
     """A table of `rows` rows in Lance file format `file_format`, written in chunks; reused
     when it already exists at that size. Returns the load time (0 when reused)."""
-    previous, store_module.FILE_FORMAT = store_module.FILE_FORMAT, file_format
+    previous, store_database.FILE_FORMAT = store_database.FILE_FORMAT, file_format
     try:
         store = Store.open(path, create=True, policy=IndexPolicy(min_rows=10**12))
         if "images" in store.table_names() and store.info("images").rows == rows:
@@ -100,7 +100,7 @@ def build_table(path: Path, rows: int, vectors: Vectors, file_format: str) -> fl
             table.append(_rows(start, count), vectors.sample(count, seed=1 + start))
         return time.perf_counter() - started
     finally:
-        store_module.FILE_FORMAT = previous
+        store_database.FILE_FORMAT = previous
 
 
 def open_table(path: Path, policy: IndexPolicy, refresh: str) -> ImageTable:
@@ -169,7 +169,7 @@ def disk_mb(path: Path) -> float:
 CONFIGS = {
     "main: format 2.2, refresh interval 0": ("2.2", "interval"),
     "format 2.2, checkout per use": ("2.2", "checkout"),
-    "format 2.1, checkout per use (default)": (store_module.FILE_FORMAT, "checkout"),
+    "format 2.1, checkout per use (default)": (store_database.FILE_FORMAT, "checkout"),
 }
 
 
