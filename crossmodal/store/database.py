@@ -83,37 +83,25 @@ class Store:
 
     def images(self, identity: ModelIdentity, *, create: bool = False) -> ImageTable:
         """The image table, checked against `identity`; created when asked and missing."""
-        if create and IMAGES not in self.table_names():
-            return ImageTable(
-                self._db.create_table(
-                    IMAGES,
-                    schema=image_schema(identity.dim, identity),
-                    exist_ok=True,
-                    storage_options={"new_table_data_storage_version": FILE_FORMAT},
-                ),
-                identity,
-                self.policy,
-            )
-        table = self._open(IMAGES)
-        self._check(table, IMAGES, identity)
-        return ImageTable(table, identity, self.policy)
+        schema = image_schema(identity.dim, identity)
+        return ImageTable(self._table(IMAGES, schema, identity, create), identity, self.policy)
 
     def texts(self, name: str, identity: ModelIdentity, *, create: bool = False) -> TextTable:
-        full = TEXT_PREFIX + name
-        if create and full not in self.table_names():
-            return TextTable(
-                self._db.create_table(
-                    full,
-                    schema=text_schema(identity.dim, identity),
-                    exist_ok=True,
-                    storage_options={"new_table_data_storage_version": FILE_FORMAT},
-                ),
-                identity,
-                self.policy,
-            )
-        table = self._open(full)
-        self._check(table, full, identity)
+        schema = text_schema(identity.dim, identity)
+        table = self._table(TEXT_PREFIX + name, schema, identity, create)
         return TextTable(table, identity, self.policy)
+
+    def _table(self, name: str, schema: Any, identity: ModelIdentity, create: bool) -> Any:
+        if create and name not in self.table_names():
+            return self._db.create_table(
+                name,
+                schema=schema,
+                exist_ok=True,
+                storage_options={"new_table_data_storage_version": FILE_FORMAT},
+            )
+        table = self._open(name)
+        self._check(table, name, identity)
+        return table
 
     def drop(self, table: str) -> None:
         if table in self.table_names():
