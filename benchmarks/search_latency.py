@@ -1,6 +1,7 @@
 """Search latency, recall and index cost at scale, and the end-to-end CLI search time.
 
     python benchmarks/search_latency.py --rows 100000 1000000          # flat vs ANN tables
+    python benchmarks/search_latency.py --rows 1000000 --compare       # and as main stored them
     python benchmarks/search_latency.py --cli                          # `crossmodal search` wall time
 
 Tables hold synthetic unit 512-d vectors with the full image-row schema, built through
@@ -21,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ import numpy as np
 from crossmodal.models import ModelIdentity
 from crossmodal.records import ImageRow, IndexPolicy
 from crossmodal.store import ImageTable, Store
+from crossmodal.store import database as store_database
 
 DIM = 512
 LATENT = 64  # intrinsic dimension of the clustered vectors
@@ -82,21 +84,37 @@ def _rows(start: int, count: int) -> list[ImageRow]:
     ]
 
 
-def build_table(path: Path, rows: int, vectors: Vectors) -> tuple[ImageTable, float]:
-    """A table of `rows` rows, written in chunks; reused when it already exists at that size."""
-    store = Store.open(path, create=True, policy=IndexPolicy(min_rows=10**12))
-    if "images" in store.table_names() and store.info("images").rows == rows:
-        return store.images(IDENTITY), 0.0
-    store.drop("images")
-    table = store.images(IDENTITY, create=True)
-    started = time.perf_counter()
-    for start in range(0, rows, CHUNK):
-        count = min(CHUNK, rows - start)
-        table.append(_rows(start, count), vectors.sample(count, seed=1 + start))
-    return table, time.perf_counter() - started
+def build_table(path: Path, rows: int, vectors: Vectors, file_format: str) -> float:
+    """A table of `rows` rows in Lance file format `file_format`, written in chunks; reused
+    when it already exists at that size. Returns the load time (0 when reused)."""
+    previous, store_database.FILE_FORMAT = store_database.FILE_FORMAT, file_format
+    try:
+        store = Store.open(path, create=True, policy=IndexPolicy(min_rows=10**12))
+        if "images" in store.table_names() and store.info("images").rows == rows:
+            return 0.0
+        store.drop("images")
+        table = store.images(IDENTITY, create=True)
+        started = time.perf_counter()
+        for start in range(0, rows, CHUNK):
+            count = min(CHUNK, rows - start)
+            table.append(_rows(start, count), vectors.sample(count, seed=1 + start))
+        return time.perf_counter() - started
+    finally:
+        store_database.FILE_FORMAT = previous
 
 
-def exact_top10(path: Path, rows: int, vectors: Vectors, queries: np.ndarray) -> np.ndarray:
+def open_table(path: Path, policy: IndexPolicy, refresh: str) -> ImageTable:
+    """The image table as a search opens it. refresh "interval" reproduces main before this
+    change: a connection that LanceDB refreshes before every internal read."""
+    if refresh == "interval":
+        import lancedb  # only to rebuild the old connection; the library opens it in the store
+
+        connection = lancedb.connect(str(path), read_consistency_interval=timedelta(0))
+        return Store(path, connection, policy).images(IDENTITY)
+    return Store.open(path, policy=policy).images(IDENTITY)
+
+
+def exact_top10(rows: int, vectors: Vectors, queries: np.ndarray) -> np.ndarray:
     """Row numbers of the exact 10 nearest rows per query, by blockwise matrix products."""
     best_scores = np.full((len(queries), 10), -np.inf, np.float32)
     best_ids = np.zeros((len(queries), 10), np.int64)
@@ -113,75 +131,119 @@ def exact_top10(path: Path, rows: int, vectors: Vectors, queries: np.ndarray) ->
     return best_ids
 
 
-def measure(table: ImageTable, queries: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-    for query in queries[:3]:  # warm caches: index files, the first query's setup
-        table.nearest(query, 10)
-    latencies, cpu, recalls = [], [], []
-    for query, expected in zip(queries, truth, strict=True):
-        started, cpu_started = time.perf_counter(), time.process_time()
-        hits = table.nearest(query, 10)
-        latencies.append(time.perf_counter() - started)
-        cpu.append(time.process_time() - cpu_started)
-        found = {int(row.name[4:11]) for row, _ in hits}
-        recalls.append(len(found & set(expected.tolist())) / 10)
-    latencies_ms = np.array(latencies) * 1000
-    return {
-        "p50_ms": float(np.percentile(latencies_ms, 50)),
-        "p95_ms": float(np.percentile(latencies_ms, 95)),
-        # CPU seconds of all threads: the work itself, whatever else the machine is doing
-        "cpu_ms": float(np.median(cpu) * 1000),
-        "recall@10": float(statistics.mean(recalls)),
-    }
+def measure(
+    tables: dict[str, ImageTable], queries: np.ndarray, truth: np.ndarray
+) -> dict[str, dict[str, float]]:
+    """Latency, CPU time and recall@10 of each table, the tables taking turns query by query
+    so that the load of a shared machine falls on all of them alike."""
+    for table in tables.values():
+        for query in queries[:3]:  # warm caches: index files, the first query's setup
+            table.nearest(query, 10)
+    samples: dict[str, list[tuple[float, float, float]]] = {name: [] for name in tables}
+    for turn, (query, expected) in enumerate(zip(queries, truth, strict=True)):
+        names = list(tables)
+        for name in names[turn % len(names) :] + names[: turn % len(names)]:
+            started, cpu_started = time.perf_counter(), time.process_time()
+            hits = tables[name].nearest(query, 10)
+            wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+            found = {int(row.name[4:11]) for row, _ in hits}
+            samples[name].append((wall, cpu, len(found & set(expected.tolist())) / 10))
+    out = {}
+    for name, rows in samples.items():
+        wall_ms = np.array([r[0] for r in rows]) * 1000
+        out[name] = {
+            "p50_ms": float(np.percentile(wall_ms, 50)),
+            "p95_ms": float(np.percentile(wall_ms, 95)),
+            # CPU seconds of all threads: the work itself, whatever else the machine is doing
+            "cpu_ms": float(np.median([r[1] for r in rows]) * 1000),
+            "recall@10": float(statistics.mean(r[2] for r in rows)),
+        }
+    return out
 
 
 def disk_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
 
 
+# (Lance file format, how a search sees other processes' commits), by name
+CONFIGS = {
+    "main: format 2.2, refresh interval 0": ("2.2", "interval"),
+    "format 2.2, checkout per use": ("2.2", "checkout"),
+    "format 2.1, checkout per use (default)": (store_database.FILE_FORMAT, "checkout"),
+}
+
+
 def table_benchmark(args: argparse.Namespace) -> None:
+    configs = {n: c for n, c in CONFIGS.items() if args.compare or "default" in n}
     for rows in args.rows:
         vectors = Vectors(args.distribution, topics=max(rows // 1000, 20))
-        path = (
-            Path(args.dir) / f"{args.distribution}-{rows}-{args.index_type}-{args.partition_rows}"
-        )
-        table, load_s = build_table(path, rows, vectors)
         queries = vectors.sample(args.queries, seed=10**9)
-        truth = exact_top10(path, rows, vectors, queries)
-        flat_queries = min(args.queries, args.flat_queries)
-        size_before = disk_mb(path)
-        if table.index_state().vector_index is None:
-            flat = measure(table, queries[:flat_queries], truth[:flat_queries])
+        paths = {}
+        for file_format in sorted({c[0] for c in configs.values()}):
+            path = Path(args.dir) / (
+                f"{args.distribution}-{rows}-{args.index_type}-{args.partition_rows}-f{file_format}"
+            )
+            paths[file_format] = path
+            load_s = build_table(path, rows, vectors, file_format)
             print(
-                f"{args.distribution} rows={rows:,} flat: p50 {flat['p50_ms']:.1f} ms, "
-                f"p95 {flat['p95_ms']:.1f} ms, CPU/query {flat['cpu_ms']:.1f} ms, "
-                f"recall@10 {flat['recall@10']:.3f}, "
-                f"load {load_s:.0f} s, disk {size_before:.0f} MB",
+                f"{args.distribution} rows={rows:,} format {file_format}: load {load_s:.0f} s, "
+                f"table {disk_mb(path):.0f} MB",
                 flush=True,
             )
+        truth = exact_top10(rows, vectors, queries)
+        flat_policy = IndexPolicy(min_rows=10**12)
+        flat_tables = {
+            name: open_table(paths[fmt], flat_policy, refresh)
+            for name, (fmt, refresh) in configs.items()
+        }
+        unindexed = {
+            name: table
+            for name, table in flat_tables.items()
+            if table.index_state().vector_index is None
+        }
+        if unindexed:
+            count = min(args.queries, args.flat_queries)
+            for name, flat in measure(unindexed, queries[:count], truth[:count]).items():
+                print(
+                    f"{args.distribution} rows={rows:,} {name}, flat: {_figures(flat)}", flush=True
+                )
+        for file_format, path in paths.items():
+            table = open_table(path, flat_policy, "checkout")
+            if table.index_state().vector_index is not None:
+                continue
             table.policy = IndexPolicy(
                 min_rows=0, index_type=args.index_type, partition_rows=args.partition_rows
             )
             started = time.perf_counter()
             table.maintain_index()  # as `crossmodal index` does: compact, then build the indexes
-            build_s = time.perf_counter() - started
-            index_mb = disk_mb(path / "images.lance" / "_indices")
             print(
-                f"{args.distribution} rows={rows:,} maintain_index (compact, then IVF + scalar "
-                f"+ keyword indexes): {build_s:.1f} s, indexes {index_mb:.0f} MB on disk",
+                f"{args.distribution} rows={rows:,} format {file_format}: maintain_index "
+                f"(compact, then IVF + scalar + keyword indexes) {time.perf_counter() - started:.1f}"
+                f" s, indexes {disk_mb(path / 'images.lance' / '_indices'):.0f} MB, "
+                f"table {disk_mb(path):.0f} MB",
                 flush=True,
             )
-        state = table.index_state()
         for nprobes, refine in args.sweep:
             policy = IndexPolicy(nprobes=nprobes, refine_factor=refine)
-            tuned = Store.open(path, policy=policy).images(IDENTITY)
-            ann = measure(tuned, queries, truth)
-            print(
-                f"{args.distribution} rows={rows:,} {state.vector_index} "
-                f"({state.partitions} partitions) nprobes={nprobes} refine={refine}: "
-                f"p50 {ann['p50_ms']:.1f} ms, p95 {ann['p95_ms']:.1f} ms, "
-                f"CPU/query {ann['cpu_ms']:.1f} ms, recall@10 {ann['recall@10']:.3f}",
-                flush=True,
-            )
+            tables = {
+                name: open_table(paths[fmt], policy, refresh)
+                for name, (fmt, refresh) in configs.items()
+            }
+            state = next(iter(tables.values())).index_state()
+            for name, ann in measure(tables, queries, truth).items():
+                print(
+                    f"{args.distribution} rows={rows:,} {name}, {state.vector_index} "
+                    f"({state.partitions} partitions) nprobes={nprobes} refine={refine}: "
+                    f"{_figures(ann)}",
+                    flush=True,
+                )
+
+
+def _figures(result: dict[str, float]) -> str:
+    return (
+        f"p50 {result['p50_ms']:.1f} ms, p95 {result['p95_ms']:.1f} ms, "
+        f"CPU/query {result['cpu_ms']:.1f} ms, recall@10 {result['recall@10']:.3f}"
+    )
 
 
 def cli_benchmark(args: argparse.Namespace) -> None:
@@ -255,6 +317,11 @@ def main() -> None:
     parser.add_argument("--partition-rows", type=int, default=IndexPolicy().partition_rows)
     parser.add_argument("--index-type", default="IVF_SQ", choices=["IVF_SQ", "IVF_RQ", "IVF_PQ"])
     parser.add_argument("--flat-queries", type=int, default=30)
+    parser.add_argument(
+        "--compare",
+        action="store_true",
+        help="Also measure the Lance 2.2 format and main's refresh interval, side by side.",
+    )
     parser.add_argument(
         "--sweep",
         type=lambda s: tuple(int(v) for v in s.split(",")),

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from crossmodal.errors import CrossmodalError
@@ -75,18 +75,29 @@ class Filters:
         return self.label is not None or bool(self.where and "label" in self.where)
 
 
-def parse_date(text: str, *, option: str = "date") -> datetime:
-    """A date a person types: 2019, 2019-07, 2019-07-14, or with a time; the period's start."""
+def parse_date(text: str, *, option: str = "date", end: bool = False) -> datetime:
+    """A date a person types: 2019, 2019-07, 2019-07-14, or with a time; the period's start,
+    or with `end` the first moment after the period (an inclusive "until 2019-07")."""
     value = text.strip().replace("T", " ")
     for fmt in _DATE_FORMATS:
         try:
-            return datetime.strptime(value, fmt)
+            start = datetime.strptime(value, fmt)
         except ValueError:
             continue
+        return _after_period(start, fmt) if end else start
     raise CrossmodalError(
         f"cannot read {option} {text!r}; write YYYY, YYYY-MM, YYYY-MM-DD or "
         "'YYYY-MM-DD HH:MM[:SS]', e.g. 2019-07-14"
     )
+
+
+def _after_period(start: datetime, fmt: str) -> datetime:
+    if fmt == "%Y":
+        return start.replace(year=start.year + 1)
+    if fmt == "%Y-%m":
+        return start.replace(year=start.year + start.month // 12, month=start.month % 12 + 1)
+    step = {"%Y-%m-%d": timedelta(days=1), "%Y-%m-%d %H:%M": timedelta(minutes=1)}
+    return start + step.get(fmt, timedelta(seconds=1))
 
 
 def _timestamp(value: datetime) -> str:

@@ -57,14 +57,16 @@ class Searcher:
         self.encoder = encoder
         self.images: ImageTable = store.images(encoder.identity)
 
-    def search(self, query: Query | str, options: SearchOptions | None = None) -> list[SearchHit]:
-        """Search with a text, an image path, or a weighted composition of both.
+    def search(
+        self, query: Query | str | np.ndarray, options: SearchOptions | None = None
+    ) -> list[SearchHit]:
+        """Search with a text, an image path, a weighted composition of both, or a vector.
 
         A string is read with `parse_query`: plain words are one text query, and
-        `"beach" + 0.5*"sunset" - "people"` or `@photo.jpg + "at night"` compose.
+        `"beach" + 0.5*"sunset" - "people"` or `@photo.jpg + "at night"` compose. A vector
+        (one the caller encoded, or a stored one) is searched as it is.
         """
         options = options or SearchOptions()
-        query = parse_query(query) if isinstance(query, str) else query
         if options.k < 1 or options.offset < 0:
             raise CrossmodalError("k must be at least 1 and offset at least 0")
         where = options.filters.to_sql()
@@ -73,11 +75,13 @@ class Searcher:
                 f"the photos have no labels yet.\nFix: label them with `crossmodal classify "
                 f"--all --db {self.store.db_dir}` (after `crossmodal labels add LABELS.txt`)"
             )
-        vector = self.query_vector(query)
-        if options.hybrid and query.keywords:
-            found = self.images.hybrid(
-                vector, query.keywords, options.k, where, offset=options.offset
-            )
+        if isinstance(query, np.ndarray):
+            vector, keywords = self._checked(query), ""
+        else:
+            query = parse_query(query) if isinstance(query, str) else query
+            vector, keywords = self.query_vector(query), query.keywords
+        if options.hybrid and keywords:
+            found = self.images.hybrid(vector, keywords, options.k, where, offset=options.offset)
         else:
             found = self.images.nearest(vector, options.k, where, offset=options.offset)
         hits = [SearchHit(row, score) for row, score in found]
@@ -135,12 +139,16 @@ class Searcher:
     def by_vector(
         self, vector: np.ndarray, k: int = 10, where: str | None = None
     ) -> list[SearchHit]:
+        found = self.images.nearest(self._checked(vector), k, where)
+        return [SearchHit(row, score) for row, score in found]
+
+    def _checked(self, vector: np.ndarray) -> np.ndarray:
         vector = np.asarray(vector, np.float32)
         if vector.shape != (self.encoder.dim,):
             raise CrossmodalError(
                 f"query vector has shape {vector.shape}, the table holds {self.encoder.dim}-d vectors"
             )
-        return [SearchHit(row, score) for row, score in self.images.nearest(vector, k, where)]
+        return vector
 
     def like_indexed(self, path: str, k: int = 10) -> list[SearchHit]:
         """More like this: neighbours of an image already in the table, itself excluded."""

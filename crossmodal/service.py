@@ -6,22 +6,33 @@ to widgets. No gradio here, so every behaviour is tested directly.
 
 from __future__ import annotations
 
+import functools
+import operator
 import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from crossmodal.errors import CrossmodalError, ImageDecodeError, StoreError
+from crossmodal.filters import Filters, parse_date
 from crossmodal.images import decode_image
 from crossmodal.indexing import IndexConfig, IndexProgress, IndexReport, index_folder
 from crossmodal.models import Encoder
-from crossmodal.search import Searcher, SearchHit, TextHit, classify, classify_with_table
-from crossmodal.store import TEXT_PREFIX, ImageRow, Store, sql_string
+from crossmodal.query import Query, parse_query
+from crossmodal.search import (
+    Searcher,
+    SearchHit,
+    SearchOptions,
+    TextHit,
+    classify_with_table,
+    classify_with_texts,
+)
+from crossmodal.store import TEXT_PREFIX, ImageRow, Store
 from crossmodal.thumbnails import PREVIEW_SIZE, Thumbnails
 
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024  # a 12-MP JPEG is 3-10 MB; a 100-MP TIFF still fits
@@ -29,25 +40,6 @@ MAX_RESULTS = 200
 MAX_LABELS = 10  # bars in the label chart
 TYPED = "typed labels"  # the label source that is the text box, not a table
 READABLE_FORMATS = "JPEG, PNG, WebP, GIF, TIFF or BMP"
-
-
-@dataclass(frozen=True)
-class Filters:
-    """What narrows a search; every field is optional."""
-
-    k: int = 24  # results asked for
-    min_score: float | None = None  # drop hits below this cosine similarity
-    folder: str | None = None  # absolute folder: photos in it, at any depth
-    taken_from: date | None = None  # capture date (else file date), inclusive
-    taken_until: date | None = None  # inclusive
-
-
-@dataclass(frozen=True)
-class Term:
-    """One part of a composed query: its text vector is added with `weight` (negative subtracts)."""
-
-    text: str
-    weight: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -105,54 +97,50 @@ def device_label(device: str) -> str:
     )
 
 
-def compose_vector(encoder: Encoder, terms: Sequence[Term]) -> np.ndarray:
-    """The query vector of weighted text terms: the normalised sum of weight * term vector.
+def search_options(
+    k: float = 24,
+    min_score: float | None = None,
+    folder: str | None = None,
+    taken_from: str | None = None,
+    taken_until: str | None = None,
+    page: float | None = 1,
+) -> SearchOptions:
+    """What the page's filter widgets ask for, as the search module's options: `k` results of
+    page `page` (from 1), at least `min_score` (0 or None: no minimum), in `folder` (a path, or
+    a folder name at any depth), taken from the start of `taken_from` to the end of
+    `taken_until` (2019, 2019-06 or 2019-06-30; empty: no limit)."""
+    k = max(1, min(int(k), MAX_RESULTS))
+    return SearchOptions(
+        k=k,
+        offset=(max(1, int(page or 1)) - 1) * k,
+        min_score=min_score or None,
+        filters=Filters(
+            folder=folder or None,
+            after=_date(taken_from, "'from' date"),
+            before=_date(taken_until, "'until' date", end=True),
+        ),
+    )
 
-    Kept to this one function so the search module's composition can replace it.
-    """
-    used = [t for t in terms if t.text.strip() and t.weight != 0]
-    if not used:
+
+def _date(text: str | None, option: str, *, end: bool = False) -> datetime | None:
+    return parse_date(text, option=option, end=end) if text and text.strip() else None
+
+
+def compose(query: str, extra: Sequence[tuple[str, float]] = ()) -> Query:
+    """The text box's query (plain words, or the CLI's `"beach" + 0.5*"sunset"` syntax) plus
+    the weighted extra terms, empty ones left out. No @photo terms: the page must never read a
+    file of this machine that is not in the index."""
+    parts = [parse_query(query)] if query.strip() else []
+    parts += [weight * Query.text(text) for text, weight in extra if text.strip() and weight]
+    if not parts:
         raise CrossmodalError("the query is empty; type what the photo should show")
-    vectors = encoder.encode_texts([t.text.strip() for t in used])
-    total = np.asarray([t.weight for t in used], np.float32) @ vectors
-    norm = float(np.linalg.norm(total))
-    if norm < 1e-6:
-        raise CrossmodalError("the terms cancel each other out; change a weight or a term")
-    return (total / norm).astype(np.float32)
-
-
-def where_clause(filters: Filters) -> str | None:
-    """The SQL filter on the image table that `filters` describe, values quoted safely."""
-    parts = []
-    if filters.folder:
-        folder = os.path.normpath(filters.folder)
-        parts.append(
-            f"(folder = {sql_string(folder)} OR "
-            f"starts_with(folder, {sql_string(folder.rstrip(os.sep) + os.sep)}))"
+    composed = functools.reduce(operator.add, parts)
+    if any(term.image is not None for term in composed.terms):
+        raise CrossmodalError(
+            "@photo terms are not read from this box; search with a photo in the "
+            "'Photo → photos' tab, or with 'More like this' on a result"
         )
-    if filters.taken_from:
-        parts.append(f"taken_at >= TIMESTAMP {sql_string(_midnight(filters.taken_from))}")
-    if filters.taken_until:
-        day_after = filters.taken_until + timedelta(days=1)
-        parts.append(f"taken_at < TIMESTAMP {sql_string(_midnight(day_after))}")
-    return " AND ".join(parts) or None
-
-
-def _midnight(day: date) -> str:
-    return f"{day.isoformat()} 00:00:00"
-
-
-def parse_date(text: str | None, what: str) -> date | None:
-    """A date typed by a person (YYYY-MM-DD, or YYYY-MM, or YYYY); empty means no limit."""
-    text = (text or "").strip()
-    if not text:
-        return None
-    for form in ("%Y-%m-%d", "%Y-%m", "%Y"):
-        try:
-            return datetime.strptime(text, form).date()
-        except ValueError:
-            continue
-    raise CrossmodalError(f"{what} {text!r} is not a date; write it as 2024-07-31, 2024-07 or 2024")
+    return composed
 
 
 def parse_labels(text: str) -> list[str]:
@@ -192,8 +180,7 @@ class DemoService:
 
     def searcher(self) -> Searcher:
         """A searcher over the index; a typed error saying how to fix it when there is none."""
-        store = Store.open(self.db_dir)
-        return Searcher(store, self.encoder)
+        return Searcher(Store.open(self.db_dir), self.encoder)
 
     def status(self) -> Status:
         identity = self.encoder.identity
@@ -239,58 +226,57 @@ class DemoService:
 
     # -- searching ------------------------------------------------------------------------------
 
-    def search_text(self, query: str, filters: Filters, extra: Sequence[Term] = ()) -> Results:
-        terms = [Term(query, 1.0), *extra]
-        vector = compose_vector(self.encoder, terms)
-        return self._results(vector, filters, _describe_terms(terms))
+    def search_text(
+        self, query: str, options: SearchOptions, extra: Sequence[tuple[str, float]] = ()
+    ) -> Results:
+        composed = compose(query, extra)
+        return self._results(composed, options, _code(composed.describe()))
 
-    def search_image(self, upload: str | os.PathLike[str] | None, filters: Filters) -> Results:
+    def search_image(
+        self, upload: str | os.PathLike[str] | None, options: SearchOptions
+    ) -> Results:
         picture = self._decode_upload(upload)
         vector = self.encoder.encode_images([picture])[0]
-        return self._results(vector, filters, f"photos like {Path(str(upload)).name}")
+        return self._results(vector, options, f"photos like {Path(str(upload)).name}")
 
-    def more_like(self, path: str, filters: Filters) -> Results:
+    def more_like(self, path: str, options: SearchOptions) -> Results:
         """Neighbours of a photo of the index, the photo itself left out."""
         record = self.searcher().images.get(path)
         if record is None:
             raise CrossmodalError(f"{path} is not in the index any more; search again")
-        return self._results(record[1], filters, f"photos like {record[0].name}", exclude=path)
+        return self._results(record[1], options, f"photos like {record[0].name}", exclude=path)
 
     def _results(
         self,
-        vector: np.ndarray,
-        filters: Filters,
+        query: Query | np.ndarray,
+        options: SearchOptions,
         what: str,
         exclude: str | None = None,
     ) -> Results:
-        started = time.perf_counter()
-        searcher = self.searcher()
-        k = max(1, min(int(filters.k), MAX_RESULTS))
-        hits = searcher.by_vector(vector, k + (exclude is not None), where_clause(filters))
-        hits = [h for h in hits if h.path != exclude][:k]
+        started, searcher = time.perf_counter(), self.searcher()
+        # the minimum score is applied here, so the summary can say how many fell below it
+        asked = replace(options, min_score=None)
+        if exclude is not None:
+            # the photo is the first hit of its own vector: page 1 asks for one more and
+            # drops it, later pages start one further down
+            first = options.offset == 0
+            asked = replace(asked, k=options.k + first, offset=options.offset + (not first))
+        hits = searcher.search(query, asked)
+        hits = [h for h in hits if h.path != exclude][: options.k]
         found = len(hits)
-        if filters.min_score is not None:
-            hits = [h for h in hits if h.score >= filters.min_score]
+        if options.min_score is not None:
+            hits = [h for h in hits if h.score >= options.min_score]
         items = self.gallery(hits)
         seconds = time.perf_counter() - started
-        return Results(items, _summary(what, len(items), found, filters, seconds, searcher))
+        return Results(items, _summary(what, len(items), found, options, seconds, searcher))
 
     def gallery(self, hits: Sequence[SearchHit]) -> tuple[GalleryItem, ...]:
         thumbnails = self.thumbnails.of_many([h.row for h in hits])
         items = []
         for hit, thumb in zip(hits, thumbnails, strict=True):
-            caption = f"{hit.score:.3f} · {hit.row.name}"
-            if thumb.path is None:
-                items.append(
-                    GalleryItem(
-                        hit,
-                        str(self.thumbnails.placeholder()),
-                        f"{caption} (unreadable)",
-                        thumb.problem,
-                    )
-                )
-            else:
-                items.append(GalleryItem(hit, str(thumb.path), caption))
+            picture = str(thumb.path) if thumb.path else str(self.thumbnails.placeholder())
+            caption = f"{hit.score:.3f} · {hit.row.name}" + ("" if thumb.path else " (unreadable)")
+            items.append(GalleryItem(hit, picture, caption, thumb.problem))
         return tuple(items)
 
     def details(self, item: GalleryItem) -> PhotoDetails:
@@ -322,7 +308,7 @@ class DemoService:
                     "type a few labels to choose from, separated by commas, "
                     "e.g. 'a dog, a cat, a beach at sunset'"
                 )
-            return classify(self.encoder, vector, candidates, self.encoder.encode_texts(candidates))
+            return classify_with_texts(self.encoder, vector, candidates)
         store = Store.open(self.db_dir)
         return classify_with_table(self.encoder, vector, store.texts(source, self.encoder.identity))
 
@@ -373,31 +359,19 @@ def _empty_index(db_dir: Path) -> str:
     )
 
 
-def _describe_terms(terms: Sequence[Term]) -> str:
-    parts = []
-    for term in terms:
-        if not term.text.strip() or term.weight == 0:
-            continue
-        sign = "−" if term.weight < 0 else "+"
-        weight = "" if abs(term.weight) == 1 else f"{abs(term.weight):g}×"
-        parts.append(f"{sign} {weight}“{_escape(term.text.strip())}”")
-    text = " ".join(parts)
-    return text[2:] if text.startswith("+ ") else text
-
-
 def _summary(
-    what: str, shown: int, found: int, filters: Filters, seconds: float, searcher: Searcher
+    what: str, shown: int, found: int, options: SearchOptions, seconds: float, searcher: Searcher
 ) -> str:
     if shown:
         text = f"{shown} photo{'s' if shown != 1 else ''} for {what}"
         if shown < found:
-            text += f" ({found - shown} more below the minimum score {filters.min_score:.2f})"
+            text += f" ({found - shown} more below the minimum score {options.min_score:.2f})"
         return f"{text} · {seconds:.2f} s"
     if searcher.images.count() == 0:
         return "No photos: " + _empty_index(searcher.store.db_dir)
     if found:
         return (
-            f"No photo for {what} scores {filters.min_score:.2f} or more; lower the minimum score."
+            f"No photo for {what} scores {options.min_score:.2f} or more; lower the minimum score."
         )
     return f"No photo for {what} matches the filters; widen the folder or dates."
 
@@ -415,6 +389,11 @@ def _megabytes(size: int) -> str:
 def _taken(row: ImageRow) -> str:
     when = row.taken_at.strftime("%Y-%m-%d %H:%M")
     return f"{when} (taken)" if row.captured_at else f"{when} (file date)"
+
+
+def _code(text: str) -> str:
+    """Inline code in markdown (a query keeps its `*` and quotes); backticks cannot nest."""
+    return "`" + text.replace("`", "'") + "`"
 
 
 def _escape(value: str) -> str:

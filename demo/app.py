@@ -21,13 +21,11 @@ from crossmodal.service import (
     MAX_UPLOAD_BYTES,
     TYPED,
     DemoService,
-    Filters,
     GalleryItem,
     Results,
-    Term,
     index_summary,
     label_chart,
-    parse_date,
+    search_options,
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -80,15 +78,6 @@ def photo_input(**options: Any) -> gr.Image:
 def build(service: DemoService, *, allow_indexing: bool = False) -> gr.Blocks:
     """The demo page. `allow_indexing` adds a tab that indexes a folder of this machine."""
 
-    def filters(k: float, min_score: float, folder: str, taken_from: str, until: str) -> Filters:
-        return Filters(
-            k=int(k),
-            min_score=min_score or None,
-            folder=folder or None,
-            taken_from=parse_date(taken_from, "'from' date"),
-            taken_until=parse_date(until, "'until' date"),
-        )
-
     def shown(results: Results) -> tuple[Any, ...]:
         gallery = [(item.thumbnail, item.caption) for item in results.items]
         return gallery, results.summary, results.items, None, None, "", gr.update(visible=False)
@@ -96,21 +85,20 @@ def build(service: DemoService, *, allow_indexing: bool = False) -> gr.Blocks:
     @friendly
     def search_text(query: str | None, *values: Any) -> tuple[Any, ...]:
         pairs = values[: 2 * EXTRA_TERMS]
-        terms = [
-            Term(text or "", float(weight))
-            for text, weight in zip(pairs[::2], pairs[1::2], strict=True)
-        ]
-        return shown(service.search_text(query or "", filters(*values[2 * EXTRA_TERMS :]), terms))
+        texts, weights = pairs[::2], pairs[1::2]
+        terms = [(text or "", float(w)) for text, w in zip(texts, weights, strict=True)]
+        options = search_options(*values[2 * EXTRA_TERMS :])
+        return shown(service.search_text(query or "", options, terms))
 
     @friendly
     def search_image(upload: str | None, *values: Any) -> tuple[Any, ...]:
-        return shown(service.search_image(upload, filters(*values)))
+        return shown(service.search_image(upload, search_options(*values)))
 
     @friendly
     def more_like(selected: GalleryItem | None, *values: Any) -> tuple[Any, ...]:
         if selected is None:
             raise CrossmodalError("pick a photo in the results first")
-        return shown(service.more_like(selected.hit.path, filters(*values)))
+        return shown(service.more_like(selected.hit.path, search_options(*values)))
 
     @friendly
     def select(items: tuple[GalleryItem, ...], event: gr.SelectData) -> tuple[Any, ...]:
@@ -205,7 +193,8 @@ def build(service: DemoService, *, allow_indexing: bool = False) -> gr.Blocks:
             folder = gr.Dropdown([("All folders", ALL_FOLDERS)], value=ALL_FOLDERS, label="Folder")
             taken_from = gr.Textbox(label="Taken from", placeholder="2019-06-01")
             taken_until = gr.Textbox(label="Taken until", placeholder="2019-08-31")
-        filter_inputs = [k, min_score, folder, taken_from, taken_until]
+            page = gr.Number(1, minimum=1, precision=0, label="Page", elem_id="page")
+        filter_inputs = [k, min_score, folder, taken_from, taken_until, page]
 
         summary = gr.Markdown(elem_id="summary")
         with gr.Row():

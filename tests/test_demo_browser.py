@@ -198,8 +198,8 @@ def test_status_names_model_device_and_counts(page, screenshots):
 def test_typing_a_query_shows_the_matching_photo_first(page, screenshots):
     page.fill("#query textarea", "red")
     page.keyboard.press("Enter")
-    summary = wait_for_summary(page, "for “red”")
-    assert summary.startswith("9 photos for “red”")
+    summary = wait_for_summary(page, 'for "red"')
+    assert summary.startswith('9 photos for "red"')
     found = captions(page)
     assert found[0] == "1.000 · red.jpg"
     assert all(caption.startswith("0.000 · ") for caption in found[1:])
@@ -209,7 +209,7 @@ def test_typing_a_query_shows_the_matching_photo_first(page, screenshots):
 def test_clicking_a_photo_shows_details_then_more_like_this(page, site, screenshots):
     page.fill("#query textarea", "yellow")
     page.keyboard.press("Enter")
-    wait_for_summary(page, "for “yellow”")
+    wait_for_summary(page, 'for "yellow"')
     page.locator("#gallery .thumbnail-item", has_text="yellow.jpg").first.click()
     page.wait_for_selector("#details :text('yellow.jpg')")
     details = page.inner_text("#details")
@@ -262,7 +262,7 @@ def test_labels_for_a_photo_as_a_chart(page, screenshots, tmp_path):
 def test_only_thumbnails_of_indexed_photos_can_be_fetched(page, site):
     page.fill("#query textarea", "red")
     page.keyboard.press("Enter")
-    wait_for_summary(page, "for “red”")
+    wait_for_summary(page, 'for "red"')
     shown = page.eval_on_selector_all("#gallery img", "els => els.map(e => e.src)")
     assert shown and all(status_of(src) == 200 for src in shown)
     work, photos, secret = Path(site["work"]), Path(site["photos"]), Path(site["secret"])

@@ -18,6 +18,7 @@ from conftest import NAMES, ColourEncoder, make_image
 from crossmodal.indexing import IndexConfig, index_folder
 from crossmodal.lock import DatabaseBusyError, WriterLock
 from crossmodal.search import Searcher
+from crossmodal.service import DemoService
 from crossmodal.store import Store
 
 TESTS = Path(__file__).parent
@@ -173,3 +174,29 @@ def test_searches_during_an_index_run_stay_consistent(tmp_path: Path):
     assert not errors, errors[0]
     assert searches > 0
     print(f"\nconcurrent searches during indexing: {searches}, failures: {len(errors)}")
+
+
+def test_an_open_searcher_sees_another_processes_commits_at_once(tmp_path: Path):
+    """A search holds its table open (the demo, a notebook); an index run in another process
+    commits batch after batch. Each search must see every commit made before it started."""
+    photos, db = tmp_path / "photos", tmp_path / "db"
+    _library(photos, 6)
+    encoder = ColourEncoder()
+    index_folder(photos, Store.open(db, create=True), encoder)
+    searcher = Searcher(Store.open(db), encoder)  # opened once, before the other process writes
+    demo = DemoService(db, encoder, tmp_path / "work")
+    query = encoder.encode_texts(["red"])[0]
+    assert len(searcher.by_vector(query, k=100)) == 6
+    for i in range(60):
+        make_image(photos / "extra" / f"{i:03}.png", NAMES[i % 7])
+    run = _run(photos, db)
+    seen, shown = [], []
+    while run.poll() is None:
+        seen.append(len(searcher.by_vector(query, k=100)))
+        shown.append(demo.status().images)
+        time.sleep(0.05)
+    assert run.returncode == 0, run.stderr.read() if run.stderr else ""
+    assert len(searcher.by_vector(query, k=100)) == 66  # the last commit, with no delay
+    assert demo.status().images == 66
+    assert seen == sorted(seen) and len(set(seen)) > 3  # and the ones during the run
+    assert shown == sorted(shown) and len(set(shown)) > 3

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from datetime import date
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -16,17 +16,15 @@ import crossmodal.service as service_module
 from crossmodal.errors import CrossmodalError
 from crossmodal.indexing import index_folder
 from crossmodal.labels import add_texts
+from crossmodal.search import Searcher
 from crossmodal.service import (
     TYPED,
     DemoService,
-    Filters,
-    Term,
-    compose_vector,
+    compose,
     index_summary,
     label_chart,
-    parse_date,
     parse_labels,
-    where_clause,
+    search_options,
 )
 from crossmodal.store import Store
 
@@ -42,14 +40,14 @@ def names(results):
 
 
 def test_text_search_puts_the_matching_photo_first_with_a_caption(service):
-    results = service.search_text("a red kite", Filters(k=3))
+    results = service.search_text("a red kite", search_options(k=3))
     assert names(results)[0] == "red.jpg"
     assert results.items[0].caption == "1.000 · red.jpg"
-    assert results.summary.startswith("3 photos for “a red kite” · ")
+    assert results.summary.startswith('3 photos for `"a red kite"` · ')
 
 
 def test_gallery_shows_small_copies_in_the_work_folder_never_the_originals(service, tmp_path):
-    results = service.search_text("red", Filters(k=6))
+    results = service.search_text("red", search_options(k=6))
     for item in results.items:
         thumbnail = Path(item.thumbnail)
         assert thumbnail.parent == tmp_path / "work" / "thumbnails"
@@ -59,16 +57,16 @@ def test_gallery_shows_small_copies_in_the_work_folder_never_the_originals(servi
 
 
 def test_thumbnails_are_made_once_and_reused(service, tmp_path):
-    service.search_text("red", Filters(k=6))
+    service.search_text("red", search_options(k=6))
     made = {p: p.stat().st_mtime_ns for p in (tmp_path / "work" / "thumbnails").iterdir()}
-    service.search_text("blue", Filters(k=6))
+    service.search_text("blue", search_options(k=6))
     again = {p: p.stat().st_mtime_ns for p in (tmp_path / "work" / "thumbnails").iterdir()}
     assert made == again and len(made) == 6
 
 
 def test_a_photo_deleted_since_indexing_shows_a_placeholder_and_its_reason(service, photos):
     (photos / "red.jpg").unlink()
-    item = service.search_text("red", Filters(k=1)).items[0]
+    item = service.search_text("red", search_options(k=1)).items[0]
     assert item.caption == "1.000 · red.jpg (unreadable)"
     assert item.problem is not None and "cannot read file" in item.problem
     assert Path(item.thumbnail).name == "missing-400.png"
@@ -78,33 +76,45 @@ def test_a_photo_deleted_since_indexing_shows_a_placeholder_and_its_reason(servi
 
 
 def test_composed_terms_add_and_subtract(service, encoder):
-    both = service.search_text("red", Filters(k=2), [Term("blue", 1.0)])
+    both = service.search_text("red", search_options(k=2), [("blue", 1.0)])
     assert sorted(names(both)) == ["blue.webp", "red.jpg"]
     assert both.items[0].hit.score == pytest.approx(np.sqrt(0.5))
-    assert "“red” + “blue”" in both.summary
-    minus = service.search_text("red", Filters(k=6), [Term("blue", -0.5), Term("", 1.0)])
+    assert '`"red" + "blue"`' in both.summary
+    minus = service.search_text("red", search_options(k=6), [("blue", -0.5), ("", 1.0)])
     assert names(minus)[0] == "red.jpg" and names(minus)[-1] == "blue.webp"
-    assert "“red” − 0.5×“blue”" in minus.summary
+    assert '`"red" - 0.5*"blue"`' in minus.summary
 
 
-def test_compose_vector_is_the_normalised_weighted_sum(encoder):
-    vector = compose_vector(encoder, [Term("red", 2.0), Term("green", -1.0), Term("  ", 5.0)])
+def test_the_query_box_reads_the_clis_composition_syntax(service):
+    typed = service.search_text('"red" - 0.5*"blue"', search_options(k=6))
+    assert names(typed) == names(service.search_text("red", search_options(k=6), [("blue", -0.5)]))
+    assert typed.summary.startswith('6 photos for `"red" - 0.5*"blue"`')
+
+
+def test_the_query_box_reads_no_files(service, photos):
+    with pytest.raises(CrossmodalError, match="@photo terms are not read from this box"):
+        service.search_text(f'@{photos / "red.jpg"} + "blue"', search_options())
+
+
+def test_composition_is_the_normalised_weighted_sum(service, encoder):
+    query = compose("red", [("green", -0.5), ("  ", 5.0), ("blue", 0.0)])
+    vector = Searcher(service.searcher().store, encoder).query_vector(query)
     expected = np.zeros(encoder.dim, np.float32)
-    expected[[0, 1]] = [2.0, -1.0]
+    expected[[0, 1]] = [1.0, -0.5]
     np.testing.assert_allclose(vector, expected / np.linalg.norm(expected), rtol=1e-6)
 
 
 @pytest.mark.parametrize(
-    ("terms", "message"),
+    ("query", "extra", "message"),
     [
-        ([Term("   ")], "the query is empty"),
-        ([Term("red", 0.0)], "the query is empty"),
-        ([Term("red"), Term("red", -1.0)], "cancel each other out"),
+        ("   ", [], "the query is empty"),
+        ("", [("red", 0.0)], "the query is empty"),
+        ("red", [("red", -1.0)], "cancels itself out"),
     ],
 )
-def test_empty_or_cancelling_queries_are_refused(encoder, terms, message):
+def test_empty_or_cancelling_queries_are_refused(service, query, extra, message):
     with pytest.raises(CrossmodalError, match=message):
-        compose_vector(encoder, terms)
+        service.search_text(query, search_options(), extra)
 
 
 def test_folder_filter_takes_subfolders_but_not_a_sibling_with_the_same_prefix(
@@ -113,57 +123,73 @@ def test_folder_filter_takes_subfolders_but_not_a_sibling_with_the_same_prefix(
     make_image(photos / "trips2" / "red-too.jpg", "red")
     index_folder(photos, Store.open(tmp_path / "db", create=True), encoder)
     service = DemoService(tmp_path / "db", encoder, tmp_path / "work")
-    results = service.search_text("black", Filters(k=10, folder=str(photos / "trips")))
+    results = service.search_text("black", search_options(k=10, folder=str(photos / "trips")))
     assert sorted(names(results)) == ["black.gif", "cyan.png", "yellow.jpg"]
 
 
-def test_where_clause_quotes_values_and_makes_dates_inclusive():
-    clause = where_clause(
-        Filters(folder="/p/it's/", taken_from=date(2019, 6, 1), taken_until=date(2019, 8, 31))
-    )
-    assert clause == (
+def test_folder_by_name_matches_at_any_depth(service):
+    results = service.search_text("black", search_options(k=10, folder="2019"))
+    assert sorted(names(results)) == ["black.gif", "cyan.png"]
+
+
+def test_filters_quote_values_and_make_dates_inclusive():
+    options = search_options(folder="/p/it's/", taken_from="2019-06-01", taken_until="2019-08-31")
+    assert options.filters.to_sql() == (
         "(folder = '/p/it''s' OR starts_with(folder, '/p/it''s/')) AND "
-        "taken_at >= TIMESTAMP '2019-06-01 00:00:00' AND "
-        "taken_at < TIMESTAMP '2019-09-01 00:00:00'"
+        "(taken_at >= timestamp '2019-06-01 00:00:00.000000') AND "
+        "(taken_at < timestamp '2019-09-01 00:00:00.000000')"
     )
-    assert where_clause(Filters()) is None
+    assert search_options().filters.to_sql() is None
 
 
 def test_date_filter_selects_by_taken_at(service):
-    assert service.search_text("red", Filters(k=10, taken_until=date(2000, 1, 1))).items == ()
-    assert len(service.search_text("red", Filters(k=10, taken_from=date(2000, 1, 1))).items) == 6
+    assert service.search_text("red", search_options(k=10, taken_until="2000-01-01")).items == ()
+    assert len(service.search_text("red", search_options(k=10, taken_from="2000")).items) == 6
 
 
 @pytest.mark.parametrize(
-    ("text", "expected"),
+    ("text", "start", "after_end"),
     [
-        ("", None),
-        (" 2019-06-30 ", date(2019, 6, 30)),
-        ("2019-06", date(2019, 6, 1)),
-        ("2019", date(2019, 1, 1)),
+        ("", None, None),
+        (" 2019-06-30 ", datetime(2019, 6, 30), datetime(2019, 7, 1)),
+        ("2019-06", datetime(2019, 6, 1), datetime(2019, 7, 1)),
+        ("2019-12", datetime(2019, 12, 1), datetime(2020, 1, 1)),
+        ("2019", datetime(2019, 1, 1), datetime(2020, 1, 1)),
     ],
 )
-def test_dates_typed_by_a_person(text, expected):
-    assert parse_date(text, "from") == expected
+def test_dates_typed_by_a_person_from_the_start_until_the_end(text, start, after_end):
+    filters = search_options(taken_from=text, taken_until=text).filters
+    assert (filters.after, filters.before) == (start, after_end)
 
 
 def test_a_date_that_is_not_one_says_how_to_write_it():
-    with pytest.raises(CrossmodalError, match="'from' date '31/12/2019' is not a date; write"):
-        parse_date("31/12/2019", "'from' date")
+    with pytest.raises(CrossmodalError, match="cannot read 'from' date '31/12/2019'; write YYYY"):
+        search_options(taken_from="31/12/2019")
+
+
+def test_pages_follow_each_other_without_overlap(service):
+    every = service.search_text("red", search_options(k=6)).items
+    pages = [service.search_text("red", search_options(k=2, page=p)) for p in (1, 2, 3)]
+    assert [item for page in pages for item in page.items] == list(every)
+    assert search_options(k=500, page=None).k == 200  # a cleared page box is page 1
+    red = every[0].hit.path
+    like = names(service.more_like(red, search_options(k=5)))
+    like_pages = [names(service.more_like(red, search_options(k=2, page=p))) for p in (1, 2)]
+    assert like_pages[0] + like_pages[1] == like[:4] and "red.jpg" not in like
 
 
 def test_minimum_score_drops_weak_hits_and_says_so(service):
-    results = service.search_text("red", Filters(k=4, min_score=0.5))
+    results = service.search_text("red", search_options(k=4, min_score=0.5))
     assert names(results) == ["red.jpg"]
     assert "(3 more below the minimum score 0.50)" in results.summary
-    none = service.search_text("a pink elephant", Filters(k=4, min_score=0.5))
+    none = service.search_text("a pink elephant", search_options(k=4, min_score=0.5))
     assert none.items == ()
-    assert none.summary.startswith("No photo for “a pink elephant” scores 0.50 or more")
+    assert none.summary.startswith('No photo for `"a pink elephant"` scores 0.50 or more')
 
 
 def test_image_search_finds_the_uploaded_colour(service, tmp_path):
     upload = make_image(tmp_path / "upload" / "query.png", "cyan", size=(20, 20))
-    results = service.search_image(str(upload), Filters(k=2))
+    results = service.search_image(str(upload), search_options(k=2))
     assert names(results)[0] == "cyan.png"
     assert results.summary.startswith("2 photos for photos like query.png")
 
@@ -172,7 +198,7 @@ def test_uploading_a_non_image_is_a_readable_error(service, tmp_path):
     upload = tmp_path / "notes.jpg"
     upload.write_text("shopping list")
     with pytest.raises(CrossmodalError) as error:
-        service.search_image(str(upload), Filters())
+        service.search_image(str(upload), search_options())
     assert str(error.value) == (
         "notes.jpg is not a photo crossmodal can read: not a recognised image format "
         "(wrong extension, or not an image at all). Drop a JPEG, PNG, WebP, GIF, TIFF or BMP file."
@@ -181,15 +207,15 @@ def test_uploading_a_non_image_is_a_readable_error(service, tmp_path):
 
 def test_missing_and_oversized_uploads_are_refused(service, tmp_path, monkeypatch):
     with pytest.raises(CrossmodalError, match="drop or paste a photo first"):
-        service.search_image(None, Filters())
+        service.search_image(None, search_options())
     upload = make_image(tmp_path / "big.png", "red", size=(400, 400))
     monkeypatch.setattr(service_module, "MAX_UPLOAD_BYTES", 100)
     with pytest.raises(CrossmodalError, match=r"big.png is 0 MB; photos up to 0 MB"):
-        service.search_image(str(upload), Filters())
+        service.search_image(str(upload), search_options())
 
 
 def test_more_like_this_leaves_the_photo_out_and_keeps_the_count(service, photos):
-    results = service.more_like(str(photos / "red.jpg"), Filters(k=3))
+    results = service.more_like(str(photos / "red.jpg"), search_options(k=3))
     assert len(results.items) == 3 and "red.jpg" not in names(results)
     assert results.summary.startswith("3 photos for photos like red.jpg")
 
@@ -198,11 +224,11 @@ def test_more_like_this_only_for_photos_of_the_index(service, tmp_path):
     outside = make_image(tmp_path / "elsewhere" / "red.jpg", "red")
     for path in (str(outside), "/etc/passwd", str(tmp_path / "photos" / ".." / "photos/red.jpg")):
         with pytest.raises(CrossmodalError, match="is not in the index"):
-            service.more_like(path, Filters())
+            service.more_like(path, search_options())
 
 
 def test_details_show_name_folder_size_date_and_a_large_copy(service, photos):
-    item = service.search_text("green", Filters(k=1)).items[0]
+    item = service.search_text("green", search_options(k=1)).items[0]
     details = service.details(item)
     assert details.path == str(photos / "green.png")
     assert details.fields[:4] == (
@@ -255,7 +281,7 @@ def test_status_of_a_missing_index_says_how_to_build_it(tmp_path, encoder):
     assert "no database at" in status.problem and "crossmodal index PHOTOS_DIR" in status.problem
     assert "Traceback" not in status.markdown()
     with pytest.raises(CrossmodalError, match="no database at"):
-        service.search_text("red", Filters())
+        service.search_text("red", search_options())
     assert service.folders() == [] and service.text_sources() == [TYPED]
 
 
@@ -263,7 +289,7 @@ def test_status_and_search_of_an_empty_index(tmp_path, encoder):
     Store.open(tmp_path / "db", create=True).images(encoder.identity, create=True)
     service = DemoService(tmp_path / "db", encoder, tmp_path / "work")
     assert "holds no photos yet" in service.status().problem
-    results = service.search_text("red", Filters())
+    results = service.search_text("red", search_options())
     assert results.items == ()
     assert results.summary.startswith("No photos: the index in")
 
@@ -273,7 +299,7 @@ def test_status_when_the_model_does_not_match_the_table(service, tmp_path):
     problem = other.status().problem
     assert "built with model 'fake-colours'" in problem and "--model fake-colours" in problem
     with pytest.raises(CrossmodalError, match="built with model 'fake-colours'"):
-        other.search_text("red", Filters())
+        other.search_text("red", search_options())
 
 
 def test_folder_choices_are_relative_to_the_common_root(service, photos):

@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import numpy as np
@@ -56,3 +57,13 @@ def test_text_tables_are_upserted_by_text(tmp_path: Path):
 
 def test_sql_string_escapes_quotes():
     assert sql_string("it's") == "'it''s'"
+
+
+def test_only_the_store_package_imports_lancedb():
+    package = Path(__file__).resolve().parent.parent / "crossmodal"
+    importers = {
+        str(path.relative_to(package))
+        for path in package.rglob("*.py")
+        if re.search(r"^\s*(import|from) lancedb\b", path.read_text(), re.MULTILINE)
+    }
+    assert importers == {"store/database.py", "store/upkeep.py", "store/tables.py"}

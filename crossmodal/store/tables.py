@@ -1,48 +1,34 @@
-"""Storage: the one module that talks to LanceDB.
+"""Image and text tables: typed rows in and out, nearest neighbours, filters, hybrid search.
 
-Tables remember which model made their vectors (in the Arrow schema metadata) and refuse to be
-written or searched with another. Callers get and give typed rows, never LanceDB objects.
+Each table wraps one LanceDB table; `crossmodal.store.database` opens and creates them.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import fields
-from datetime import datetime, timedelta
-from pathlib import Path
+from datetime import datetime
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from crossmodal.errors import CrossmodalError, ModelMismatchError, StoreError, TableNotFoundError
+from crossmodal.errors import StoreError
 from crossmodal.models import ModelIdentity
-from crossmodal.records import (  # noqa: F401  (callers import rows from the store)
+from crossmodal.records import (
     LABEL_FIELDS,
-    META_KEY,
-    SCHEMA_VERSION,
     ImageRow,
     IndexPolicy,
     IndexState,
-    TableInfo,
-    TextRow,
     arrow_vectors,
     image_rows,
-    image_schema,
     numpy_vectors,
-    row_dict,
     sql_string,
-    text_schema,
 )
+from crossmodal.store import upkeep
+from crossmodal.store.upkeep import FTS_COLUMNS
 
-IMAGES = "images"
-TEXT_PREFIX = "text_"
 _DELETE_CHUNK = 500
-FTS_COLUMNS = ("name", "folder", "label")  # what keyword (hybrid) search reads
-SCALAR_INDEXES = {"path": "btree", "taken_at": "btree", "format": "bitmap", "label": "bitmap"}
 
 
 def _path_in(paths: Sequence[str]) -> str:
@@ -56,10 +42,19 @@ class _Table:
     def __init__(
         self, table: Any, identity: ModelIdentity, policy: IndexPolicy | None = None
     ) -> None:
-        self._table = table
+        self._lance = table
         self.identity = identity
         self.name: str = table.name
         self.policy = policy or IndexPolicy()
+
+    @property
+    def _table(self) -> Any:
+        """The LanceDB table at its latest commit, which may come from another process (an
+        index run, or a compaction that removed the files of older versions). Connections do
+        not refresh on their own: that checks on each of a search's internal reads (~2 ms per
+        search at 1M rows); one checkout per use costs ~0.3 ms."""
+        self._lance.checkout_latest()
+        return self._lance
 
     @property
     def dim(self) -> int:
@@ -69,8 +64,8 @@ class _Table:
         return int(self._table.count_rows(where))
 
     def refresh(self) -> None:
-        """See writes made by other processes since this table was opened."""
-        self._table.checkout_latest()
+        """See writes made by other processes since this table was last used."""
+        self._lance.checkout_latest()
 
     def _nearest(
         self,
@@ -95,95 +90,17 @@ class _Table:
         return _run(query, where).slice(offset)
 
     def index_state(self) -> IndexState:
-        rows = self.count()
-        vector_index, unindexed, partitions = None, 0, None
-        keyword: list[str] = []
-        scalar: list[str] = []
-        for config in self._table.list_indices():
-            column = config.columns[0]
-            if config.index_type == "FTS":
-                keyword.append(column)
-            elif column == "vector":
-                stats = self._table.index_stats(config.name)
-                vector_index = stats.index_type if stats else config.index_type
-                unindexed = int(stats.num_unindexed_rows) if stats else 0
-                partitions = _partitions(config.name)
-            else:
-                scalar.append(column)
-        return IndexState(
-            rows, vector_index, unindexed, partitions, tuple(sorted(keyword)), tuple(sorted(scalar))
-        )
+        return upkeep.index_state(self._table)
 
     def build_index(self, *, keywords_only: bool = False) -> IndexState:
         """Build (or rebuild) the ANN index, the scalar indexes and the keyword indexes now."""
-        from lancedb.index import FTS
-
-        rows = self.count()
-        if not keywords_only:
-            if rows < 256:
-                raise CrossmodalError(
-                    f"table {self.name!r} has {rows} rows; an ANN index needs at least 256 "
-                    "(smaller tables are searched exactly, which is already fast)"
-                )
-            self._build_vector_index(rows)
-            for column, kind in SCALAR_INDEXES.items():
-                if column in self._table.schema.names:
-                    self._table.create_index(column, config=_scalar_config(kind), replace=True)
-        for column in FTS_COLUMNS:
-            if column in self._table.schema.names:
-                self._table.create_index(column, config=FTS(), replace=True)
-        return self.index_state()
+        return upkeep.build_indexes(self._table, self.policy, keywords_only=keywords_only)
 
     def maintain_index(self) -> IndexState:
         """What to call after writes: builds the ANN index once the table is large enough,
         folds new rows into existing indexes, retrains one the table has outgrown, and
         compacts the files. Cheap when nothing changed."""
-        state = self.index_state()
-        trained = (state.partitions or 0) * self.policy.partition_rows
-        if (state.vector_index is None and state.rows >= self.policy.min_rows) or (
-            state.partitions and state.rows > self.policy.retrain_growth * trained
-        ):
-            self._compact()  # first: an index built on compacted files is faster to search
-            return self.build_index()
-        names = self._table.schema.names
-        if set(c for c in FTS_COLUMNS if c in names) - set(state.keyword_columns):
-            self.build_index(keywords_only=True)
-        if state.vector_index is not None:
-            for column, kind in SCALAR_INDEXES.items():  # e.g. `label`, added after the build
-                if column in names and column not in state.scalar_columns:
-                    self._table.create_index(column, config=_scalar_config(kind))
-        self._compact()
-        return self.index_state()
-
-    def _compact(self) -> None:
-        """Merge new rows into every index, compact small files, and delete the files of
-        versions older than ten minutes (a compaction would otherwise double the disk use for
-        LanceDB's default week). Every read checks out the latest version, so only a query
-        running for ten minutes could still need an old one."""
-        self._table.optimize(cleanup_older_than=timedelta(minutes=10))
-
-    def _build_vector_index(self, rows: int) -> None:
-        from lancedb import index
-
-        configs = {"IVF_SQ": index.IvfSq, "IVF_RQ": index.IvfRq, "IVF_PQ": index.IvfPq}
-        if self.policy.index_type not in configs:
-            raise CrossmodalError(
-                f"unknown index type {self.policy.index_type!r}; choose {', '.join(configs)}"
-            )
-        partitions = max(1, rows // self.policy.partition_rows)
-        for config in self._table.list_indices():
-            if config.columns == ["vector"] and config.name != f"vector_p{partitions}":
-                # until the new one is built, searches scan exactly: slower, never wrong
-                self._table.drop_index(config.name)
-        self._table.create_index(
-            "vector",
-            config=configs[self.policy.index_type](
-                distance_type="cosine", num_partitions=partitions
-            ),
-            replace=True,
-            # LanceDB does not report the partition count; the name keeps it for retraining
-            name=f"vector_p{partitions}",
-        )
+        return upkeep.maintain(self._table, self.policy)
 
 
 class ImageTable(_Table):
@@ -386,143 +303,3 @@ def _filter_error(where: str | None, exc: Exception) -> Exception:
         "taken_at, captured_at (and label after `crossmodal classify --all`), with SQL "
         "syntax, e.g. \"width >= 3000 AND format = 'JPEG'\""
     )
-
-
-def _scalar_config(kind: str) -> Any:
-    from lancedb.index import Bitmap, BTree
-
-    return BTree() if kind == "btree" else Bitmap()
-
-
-def _partitions(index_name: str) -> int | None:
-    match = re.fullmatch(r"vector_p(\d+)", index_name)
-    return int(match.group(1)) if match else None
-
-
-class Store:
-    """A crossmodal database: a LanceDB directory with one image table and any text tables."""
-
-    def __init__(self, db_dir: Path, connection: Any, policy: IndexPolicy | None = None) -> None:
-        self.db_dir = db_dir
-        self._db = connection
-        self.policy = policy or IndexPolicy()  # when tables get ANN indexes, how they are searched
-
-    @classmethod
-    def open(
-        cls,
-        db_dir: str | os.PathLike[str],
-        *,
-        create: bool = False,
-        policy: IndexPolicy | None = None,
-    ) -> Store:
-        import lancedb
-
-        path = Path(db_dir).expanduser().resolve()
-        if not path.exists() and not create:
-            raise StoreError(
-                f"no database at {path}.\nFix: build one with "
-                f"`crossmodal index PHOTOS_DIR --db {db_dir}`"
-            )
-        if path.exists() and not path.is_dir():
-            raise StoreError(f"{path} is a file, not a database folder; choose another --db")
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-            # interval 0: every read sees the latest commit, also one made by another process
-            connection = lancedb.connect(str(path), read_consistency_interval=timedelta(0))
-            return cls(path, connection, policy)
-        except Exception as exc:
-            raise StoreError(f"cannot open database {path}: {exc}") from exc
-
-    def table_names(self) -> list[str]:
-        return sorted(self._db.list_tables().tables)
-
-    def text_table_names(self) -> list[str]:
-        return [n[len(TEXT_PREFIX) :] for n in self.table_names() if n.startswith(TEXT_PREFIX)]
-
-    def info(self, table: str) -> TableInfo:
-        lance_table = self._open(table)
-        meta = _read_meta(lance_table, table, self.db_dir)
-        return TableInfo(
-            table,
-            meta["kind"],
-            int(lance_table.count_rows()),
-            ModelIdentity.from_dict(meta["model"]),
-            int(meta["schema_version"]),
-        )
-
-    def images(self, identity: ModelIdentity, *, create: bool = False) -> ImageTable:
-        """The image table, checked against `identity`; created when asked and missing."""
-        if create and IMAGES not in self.table_names():
-            return ImageTable(
-                self._db.create_table(
-                    IMAGES, schema=image_schema(identity.dim, identity), exist_ok=True
-                ),
-                identity,
-                self.policy,
-            )
-        table = self._open(IMAGES)
-        self._check(table, IMAGES, identity)
-        return ImageTable(table, identity, self.policy)
-
-    def texts(self, name: str, identity: ModelIdentity, *, create: bool = False) -> TextTable:
-        full = TEXT_PREFIX + name
-        if create and full not in self.table_names():
-            return TextTable(
-                self._db.create_table(
-                    full, schema=text_schema(identity.dim, identity), exist_ok=True
-                ),
-                identity,
-                self.policy,
-            )
-        table = self._open(full)
-        self._check(table, full, identity)
-        return TextTable(table, identity, self.policy)
-
-    def drop(self, table: str) -> None:
-        if table in self.table_names():
-            self._db.drop_table(table)
-
-    def _open(self, name: str) -> Any:
-        if name not in self.table_names():
-            if name == IMAGES:
-                fix = f"index a folder first: `crossmodal index PHOTOS_DIR --db {self.db_dir}`"
-            else:
-                fix = (
-                    f"load texts first: `crossmodal labels add FILE --db {self.db_dir} "
-                    f"--table {name[len(TEXT_PREFIX) :]}`"
-                )
-            raise TableNotFoundError(name, str(self.db_dir), fix)
-        try:
-            return self._db.open_table(name)
-        except Exception as exc:
-            raise StoreError(f"cannot open table {name!r} in {self.db_dir}: {exc}") from exc
-
-    def _check(self, table: Any, name: str, identity: ModelIdentity) -> None:
-        stored = ModelIdentity.from_dict(_read_meta(table, name, self.db_dir)["model"])
-        if not stored.compatible_with(identity):
-            raise ModelMismatchError(
-                name,
-                stored.spec,
-                identity.spec,
-                fix=f"search with the table's model (--model {stored.spec}), or rebuild the "
-                f"table with yours: `crossmodal index PHOTOS_DIR --db {self.db_dir} "
-                f"--model {identity.spec} --rebuild`",
-            )
-
-
-def _read_meta(table: Any, name: str, db_dir: Path) -> dict[str, Any]:
-    raw = (table.schema.metadata or {}).get(META_KEY)
-    if raw is None:
-        raise StoreError(
-            f"table {name!r} in {db_dir} was not written by crossmodal "
-            "(no model record); use another --db"
-        )
-    meta: dict[str, Any] = json.loads(raw)
-    version = int(meta.get("schema_version", 0))
-    if version > SCHEMA_VERSION:
-        raise StoreError(
-            f"table {name!r} in {db_dir} has schema version {version}, newer than "
-            f"this crossmodal understands ({SCHEMA_VERSION}).\n"
-            "Fix: upgrade crossmodal (`pip install -U crossmodal`)"
-        )
-    return meta

@@ -1,0 +1,121 @@
+"""Index upkeep: when a table gets its ANN, scalar and keyword indexes, and how they follow writes.
+
+Works on a LanceDB table handed over by `crossmodal.store.tables`; callers use the table methods.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Any
+
+from crossmodal.errors import CrossmodalError
+from crossmodal.records import IndexPolicy, IndexState
+
+FTS_COLUMNS = ("name", "folder", "label")  # what keyword (hybrid) search reads
+SCALAR_INDEXES = {"path": "btree", "taken_at": "btree", "format": "bitmap", "label": "bitmap"}
+
+
+def index_state(table: Any) -> IndexState:
+    rows = int(table.count_rows())
+    vector_index, unindexed, partitions = None, 0, None
+    keyword: list[str] = []
+    scalar: list[str] = []
+    for config in table.list_indices():
+        column = config.columns[0]
+        if config.index_type == "FTS":
+            keyword.append(column)
+        elif column == "vector":
+            stats = table.index_stats(config.name)
+            vector_index = stats.index_type if stats else config.index_type
+            unindexed = int(stats.num_unindexed_rows) if stats else 0
+            partitions = _partitions(config.name)
+        else:
+            scalar.append(column)
+    return IndexState(
+        rows, vector_index, unindexed, partitions, tuple(sorted(keyword)), tuple(sorted(scalar))
+    )
+
+
+def build_indexes(table: Any, policy: IndexPolicy, *, keywords_only: bool = False) -> IndexState:
+    """Build (or rebuild) the ANN index, the scalar indexes and the keyword indexes now."""
+    from lancedb.index import FTS
+
+    rows = int(table.count_rows())
+    if not keywords_only:
+        if rows < 256:
+            raise CrossmodalError(
+                f"table {table.name!r} has {rows} rows; an ANN index needs at least 256 "
+                "(smaller tables are searched exactly, which is already fast)"
+            )
+        _build_vector_index(table, policy, rows)
+        for column, kind in SCALAR_INDEXES.items():
+            if column in table.schema.names:
+                table.create_index(column, config=_scalar_config(kind), replace=True)
+    for column in FTS_COLUMNS:
+        if column in table.schema.names:
+            table.create_index(column, config=FTS(), replace=True)
+    return index_state(table)
+
+
+def maintain(table: Any, policy: IndexPolicy) -> IndexState:
+    """What to call after writes: builds the ANN index once the table is large enough,
+    folds new rows into existing indexes, retrains one the table has outgrown, and
+    compacts the files. Cheap when nothing changed."""
+    state = index_state(table)
+    trained = (state.partitions or 0) * policy.partition_rows
+    if (state.vector_index is None and state.rows >= policy.min_rows) or (
+        state.partitions and state.rows > policy.retrain_growth * trained
+    ):
+        _compact(table)  # first: an index built on compacted files is faster to search
+        return build_indexes(table, policy)
+    names = table.schema.names
+    if set(c for c in FTS_COLUMNS if c in names) - set(state.keyword_columns):
+        build_indexes(table, policy, keywords_only=True)
+    if state.vector_index is not None:
+        for column, kind in SCALAR_INDEXES.items():  # e.g. `label`, added after the build
+            if column in names and column not in state.scalar_columns:
+                table.create_index(column, config=_scalar_config(kind))
+    _compact(table)
+    return index_state(table)
+
+
+def _compact(table: Any) -> None:
+    """Merge new rows into every index, compact small files, and delete the files of
+    versions older than ten minutes (a compaction would otherwise double the disk use for
+    LanceDB's default week). Every table use checks out the latest version, so only a query
+    running for ten minutes could still need an old one."""
+    table.optimize(cleanup_older_than=timedelta(minutes=10))
+
+
+def _build_vector_index(table: Any, policy: IndexPolicy, rows: int) -> None:
+    from lancedb import index
+
+    configs = {"IVF_SQ": index.IvfSq, "IVF_RQ": index.IvfRq, "IVF_PQ": index.IvfPq}
+    if policy.index_type not in configs:
+        raise CrossmodalError(
+            f"unknown index type {policy.index_type!r}; choose {', '.join(configs)}"
+        )
+    partitions = max(1, rows // policy.partition_rows)
+    for config in table.list_indices():
+        if config.columns == ["vector"] and config.name != f"vector_p{partitions}":
+            # until the new one is built, searches scan exactly: slower, never wrong
+            table.drop_index(config.name)
+    table.create_index(
+        "vector",
+        config=configs[policy.index_type](distance_type="cosine", num_partitions=partitions),
+        replace=True,
+        # LanceDB does not report the partition count; the name keeps it for retraining
+        name=f"vector_p{partitions}",
+    )
+
+
+def _scalar_config(kind: str) -> Any:
+    from lancedb.index import Bitmap, BTree
+
+    return BTree() if kind == "btree" else Bitmap()
+
+
+def _partitions(index_name: str) -> int | None:
+    match = re.fullmatch(r"vector_p(\d+)", index_name)
+    return int(match.group(1)) if match else None
