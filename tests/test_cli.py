@@ -143,3 +143,17 @@ def test_sample_writes_images_labels_and_captions_once(cli, tmp_path):
     again = cli("sample", tmp_path / "s")
     assert "already holds a sample" in again.output
     assert len(list((tmp_path / "s").glob("*.png"))) == 6
+
+
+def test_damaged_database_is_reported_then_rebuilt_with_its_own_model(cli, photos, tmp_path):
+    cli("index", photos, "--db", tmp_path / "db", "--model", "fake-a")
+    for data_file in (tmp_path / "db" / "images.lance" / "data").iterdir():
+        data_file.unlink()
+    result = cli("search", "red", "--db", tmp_path / "db")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "could not be read or written" in result.output and "--rebuild" in result.output
+    result = cli("index", photos, "--db", tmp_path / "db", "--rebuild", "--json")
+    assert json.loads(result.output)["new"] == 6
+    assert cli.loaded[-1] == "fake-a"
+    hits = json.loads(cli("search", "red", "--db", tmp_path / "db", "--json").output)
+    assert hits[0]["name"] == "red.jpg"

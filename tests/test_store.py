@@ -67,3 +67,24 @@ def test_only_the_store_package_imports_lancedb():
         if re.search(r"^\s*(import|from) lancedb\b", path.read_text(), re.MULTILINE)
     }
     assert importers == {"store/database.py", "store/upkeep.py", "store/tables.py"}
+
+
+def test_damaged_table_files_give_a_store_error_with_the_fix(tmp_path: Path):
+    store = Store.open(tmp_path / "db", create=True)
+    table = store.images(IDENTITY, create=True)
+    from datetime import datetime
+
+    from crossmodal.records import ImageRow
+
+    now = datetime(2024, 1, 1)
+    row = ImageRow("/p/a.jpg", "/p", "a.jpg", ".jpg", 1, 1, "h", 1, 1, "JPEG", None, now, now)
+    table.upsert([row], np.eye(4, dtype=np.float32)[:1])
+    for data_file in (tmp_path / "db" / "images.lance" / "data").iterdir():
+        data_file.unlink()
+    damaged = Store.open(tmp_path / "db").images(IDENTITY)
+    with pytest.raises(StoreError) as info:
+        damaged.nearest(np.eye(4, dtype=np.float32)[0], 1)
+    assert "could not be read or written" in str(info.value)
+    assert "--rebuild" in str(info.value)
+    with pytest.raises(StoreError, match="--rebuild"):
+        damaged.rows()

@@ -55,7 +55,7 @@ def index(
     their vectors, deleted ones leave the table.
     """
     store = Store.open(db_dir, create=True)
-    spec = choose_model(None if rebuild else store, model_spec)
+    spec = choose_model(store, model_spec)  # a rebuild keeps the model unless told
     encoder = load(spec, device, precision, batch_size)
     config = IndexConfig(
         batch_size=batch_size, include_hidden=include_hidden, rebuild=rebuild, workers=workers

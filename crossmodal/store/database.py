@@ -120,7 +120,12 @@ class Store:
         try:
             return self._db.open_table(name)
         except Exception as exc:
-            raise StoreError(f"cannot open table {name!r} in {self.db_dir}: {exc}") from exc
+            reason = str(exc).split(", /")[0]
+            raise StoreError(
+                f"cannot open table {name!r} in {self.db_dir}: {reason}\n"
+                "Its version files may be missing or damaged; your photos are untouched.\n"
+                f"Fix: rebuild it: `crossmodal index PHOTOS_DIR --db {self.db_dir} --rebuild`"
+            ) from exc
 
     def _check(self, table: Any, name: str, identity: ModelIdentity) -> None:
         stored = ModelIdentity.from_dict(_read_meta(table, name, self.db_dir)["model"])

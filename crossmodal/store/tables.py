@@ -5,15 +5,16 @@ Each table wraps one LanceDB table; `crossmodal.store.database` opens and create
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+import functools
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import fields
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
 
-from crossmodal.errors import StoreError
+from crossmodal.errors import CrossmodalError, StoreError
 from crossmodal.models import ModelIdentity
 from crossmodal.records import (
     LABEL_FIELDS,
@@ -35,6 +36,39 @@ def _path_in(paths: Sequence[str]) -> str:
     return "path IN (" + ", ".join(sql_string(p) for p in paths) + ")"
 
 
+C = TypeVar("C", bound=type)
+
+
+def _reports_damage(cls: C) -> C:
+    """Class decorator: when LanceDB fails to read or write the table's files (a data file
+    deleted or truncated, a disk error), a public method raises a StoreError naming the fix
+    instead of a library traceback."""
+
+    def guarded(method: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(method)
+        def wrapper(self: _Table, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return method(self, *args, **kwargs)
+            except CrossmodalError:
+                raise
+            except (RuntimeError, OSError) as exc:
+                reason = str(exc).split(", /")[0]  # drop the Rust source location
+                raise StoreError(
+                    f"table {self.name!r} could not be read or written: {reason}\n"
+                    "Its files may be damaged (deleted, truncated, or on a failing disk); your "
+                    "photos are untouched.\nFix: rebuild the index from the photos: "
+                    "`crossmodal index PHOTOS_DIR --db DB --rebuild`"
+                ) from exc
+
+        return wrapper
+
+    for name, member in list(vars(cls).items()):
+        if callable(member) and not name.startswith("_"):
+            setattr(cls, name, guarded(member))
+    return cls
+
+
+@_reports_damage
 class _Table:
     """Shared behaviour of image and text tables: identity, counting, nearest neighbours, and
     the upkeep of their indexes."""
@@ -103,6 +137,7 @@ class _Table:
         return upkeep.maintain(self._table, self.policy)
 
 
+@_reports_damage
 class ImageTable(_Table):
     """The table of indexed images."""
 
@@ -244,6 +279,7 @@ class ImageTable(_Table):
         self._table.merge_insert("path").when_matched_update_all().execute(data)
 
 
+@_reports_damage
 class TextTable(_Table):
     """A table of labels or captions, searched from images."""
 
