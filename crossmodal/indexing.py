@@ -20,6 +20,7 @@ from PIL import Image
 
 from crossmodal.files import ImageFile, discover
 from crossmodal.images import PixelRecipe
+from crossmodal.lock import WriterLock
 from crossmodal.models import Encoder
 from crossmodal.pipeline import (
     Job,
@@ -42,6 +43,7 @@ class IndexConfig:
     rebuild: bool = False  # drop the image table first (e.g. to switch models)
     workers: int | None = None  # decoding processes; None: one per CPU core; 0: in this process
     lookahead: int = 128  # files decoded ahead of the encoder: bounds memory (at least a batch)
+    wait: float = 0.0  # seconds to queue behind another index run on the same database
 
 
 @dataclass(frozen=True)
@@ -93,8 +95,21 @@ def index_folder(
     """Index every image under `root` into the store's image table with `encoder`.
 
     Worker processes decode the next images while this process encodes the current batch.
+    One run writes to a database at a time: another one waits `config.wait` seconds, then is
+    refused with `DatabaseBusyError`.
     """
     config = config or IndexConfig()
+    with WriterLock(store.db_dir, wait=config.wait):
+        return _index_folder(root, store, encoder, config, on_progress)
+
+
+def _index_folder(
+    root: str | os.PathLike[str],
+    store: Store,
+    encoder: Encoder,
+    config: IndexConfig,
+    on_progress: Callable[[IndexProgress], None] | None,
+) -> IndexReport:
     started = time.perf_counter()
     root_path = Path(root).expanduser().resolve()
     found = discover(root_path, include_hidden=config.include_hidden)

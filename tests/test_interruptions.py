@@ -27,7 +27,6 @@ import sys, time
 sys.path.insert(0, sys.argv[3])
 from conftest import ColourEncoder
 from crossmodal.indexing import IndexConfig, index_folder
-from crossmodal.lock import WriterLock
 from crossmodal.store import Store
 
 class SlowEncoder(ColourEncoder):
@@ -36,8 +35,7 @@ class SlowEncoder(ColourEncoder):
         return super().encode_images(images)
 
 store = Store.open(sys.argv[2], create=True)
-with WriterLock(store.db_dir, wait=30):
-    index_folder(sys.argv[1], store, SlowEncoder(), IndexConfig(batch_size=3))
+index_folder(sys.argv[1], store, SlowEncoder(), IndexConfig(batch_size=3))  # takes the lock
 print("finished")
 """
 
@@ -113,6 +111,17 @@ def test_second_writer_is_refused_with_the_fix(tmp_path: Path):
     assert "--wait" in str(info.value)
     with WriterLock(tmp_path):  # released after the first holder left
         pass
+
+
+def test_two_index_runs_on_one_database_serialise_or_refuse(photos, tmp_path: Path):
+    store = Store.open(tmp_path / "db", create=True)
+    holder = WriterLock(store.db_dir).__enter__()  # another run is writing
+    with pytest.raises(DatabaseBusyError, match="--wait"):
+        index_folder(photos, store, ColourEncoder())
+    assert "images" not in store.table_names()  # refused before writing anything
+    threading.Timer(0.5, holder.__exit__, (None, None, None)).start()
+    report = index_folder(photos, store, ColourEncoder(), IndexConfig(wait=10))
+    assert report.new == 6  # queued behind the first run, then ran
 
 
 def test_lock_of_a_killed_writer_is_released(tmp_path: Path):

@@ -35,6 +35,12 @@ from crossmodal.store import IMAGES, TEXT_PREFIX, Store
     default=None,
     help="Decoding processes (default: one per CPU core; 0: decode in the main process).",
 )
+@click.option(
+    "--wait",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    help="Seconds to queue behind another index run on the same --db (default: refuse at once).",
+)
 @json_option
 @friendly_errors
 def index(
@@ -47,6 +53,7 @@ def index(
     rebuild: bool,
     include_hidden: bool,
     workers: int | None,
+    wait: float,
     as_json: bool,
 ) -> None:
     """Index every image under PHOTOS_DIR (recursively) into the database.
@@ -58,7 +65,11 @@ def index(
     spec = choose_model(store, model_spec)  # a rebuild keeps the model unless told
     encoder = load(spec, device, precision, batch_size)
     config = IndexConfig(
-        batch_size=batch_size, include_hidden=include_hidden, rebuild=rebuild, workers=workers
+        batch_size=batch_size,
+        include_hidden=include_hidden,
+        rebuild=rebuild,
+        workers=workers,
+        wait=wait,
     )
     with Progress(
         TextColumn("[bold]indexing"),
