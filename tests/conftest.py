@@ -108,3 +108,14 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     path = tmp_path_factory.mktemp("models") / "tiny"
     return save_model_dir(create_model_from_config(TINY_CONFIG, seed=0), TINY_CONFIG, path)
+
+
+# Figures the reliability tests record; printed at the end of every run (see issue 7).
+RELIABILITY: dict[str, str] = {}
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if RELIABILITY:
+        terminalreporter.section("reliability summary")
+        for name, value in RELIABILITY.items():
+            terminalreporter.write_line(f"{name}: {value}")
