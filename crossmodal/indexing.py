@@ -14,6 +14,7 @@ from contextlib import closing
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -254,37 +255,35 @@ def _reusable_record(
     return record
 
 
-def _moved_row(old: ImageRow, file: ImageFile) -> ImageRow:
+def _file_fields(file: ImageFile) -> dict[str, Any]:
+    """The row fields that come from the file itself, not from its pixels."""
     folder, name = os.path.split(file.path)
-    return replace(
-        old,
-        path=file.path,
-        folder=folder,
-        name=name,
-        suffix=os.path.splitext(name)[1].lower(),
-        size=file.size,
-        mtime_ns=file.mtime_ns,
-        indexed_at=datetime.now(),
-    )
+    suffix = os.path.splitext(name)[1].lower()
+    return {
+        "path": file.path,
+        "folder": folder,
+        "name": name,
+        "suffix": suffix,
+        "size": file.size,
+        "mtime_ns": file.mtime_ns,
+        "indexed_at": datetime.now(),
+    }
+
+
+def _moved_row(old: ImageRow, file: ImageFile) -> ImageRow:
+    return replace(old, **_file_fields(file))
 
 
 def _row(file: ImageFile, decoded: Prepared) -> ImageRow:
-    folder, name = os.path.split(file.path)
     modified = datetime.fromtimestamp(file.mtime_ns / 1e9)
     return ImageRow(
-        path=file.path,
-        folder=folder,
-        name=name,
-        suffix=os.path.splitext(name)[1].lower(),
-        size=file.size,
-        mtime_ns=file.mtime_ns,
+        **_file_fields(file),
         content_hash=decoded.content_hash,
         width=decoded.width,
         height=decoded.height,
         format=decoded.format,
         captured_at=decoded.captured_at,
         taken_at=decoded.captured_at or modified,
-        indexed_at=datetime.now(),
     )
 
 

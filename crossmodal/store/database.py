@@ -20,7 +20,7 @@ from crossmodal.records import (
     image_schema,
     text_schema,
 )
-from crossmodal.store.tables import ImageTable, TextTable
+from crossmodal.store.tables import ImageTable, TextTable, lance_reason
 
 IMAGES = "images"
 TEXT_PREFIX = "text_"
@@ -120,7 +120,7 @@ class Store:
         try:
             return self._db.open_table(name)
         except Exception as exc:
-            reason = str(exc).split(", /")[0]
+            reason = lance_reason(exc)
             raise StoreError(
                 f"cannot open table {name!r} in {self.db_dir}: {reason}\n"
                 "Its version files may be missing or damaged; your photos are untouched.\n"

@@ -32,6 +32,11 @@ from crossmodal.store.upkeep import FTS_COLUMNS
 _DELETE_CHUNK = 500
 
 
+def lance_reason(exc: BaseException) -> str:
+    """LanceDB's error message without the Rust source location it appends."""
+    return str(exc).split(", /")[0]
+
+
 def _path_in(paths: Sequence[str]) -> str:
     return "path IN (" + ", ".join(sql_string(p) for p in paths) + ")"
 
@@ -52,7 +57,7 @@ def _reports_damage(cls: C) -> C:
             except CrossmodalError:
                 raise
             except (RuntimeError, OSError) as exc:
-                reason = str(exc).split(", /")[0]  # drop the Rust source location
+                reason = lance_reason(exc)
                 raise StoreError(
                     f"table {self.name!r} could not be read or written: {reason}\n"
                     "Its files may be damaged (deleted, truncated, or on a failing disk); your "
@@ -332,7 +337,7 @@ def _run(query: Any, where: str | None) -> pa.Table:
 def _filter_error(where: str | None, exc: Exception) -> Exception:
     if not where:
         return exc
-    reason = str(exc).split(", /")[0]  # drop the Rust source location
+    reason = lance_reason(exc)
     return StoreError(
         f"the filter cannot be applied: {reason}\n  where: {where}\n"
         "Fix: use the columns path, folder, name, suffix, size, width, height, format, "
