@@ -23,6 +23,14 @@ CELL_TIMEOUT_S = 300
 KERNEL = "crossmodal-test"
 
 
+def test_the_three_notebooks_are_there() -> None:
+    assert [p.name for p in NOTEBOOKS] == [
+        "01_quickstart.ipynb",
+        "02_geometry.ipynb",
+        "03_evaluate.ipynb",
+    ]
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_is_committed_without_outputs(path: Path) -> None:
     notebook = nbformat.read(path, as_version=4)
