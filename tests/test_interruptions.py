@@ -31,7 +31,9 @@ from crossmodal.store import Store
 
 class SlowEncoder(ColourEncoder):
     def encode_images(self, images):
-        time.sleep(0.02)  # widen the window between commits, where a kill can land
+        if not self.images_encoded:
+            print("encoding", flush=True)  # the test kills only after this: mid-run
+        time.sleep(0.1)  # a slow model: the run spans many commits a kill can fall between
         return super().encode_images(images)
 
 store = Store.open(sys.argv[2], create=True)
@@ -73,7 +75,7 @@ def _assert_table_matches(db: Path, colours: dict[str, str]) -> None:
 @pytest.mark.slow
 def test_sigkill_at_random_points_then_rerun_loses_nothing(tmp_path: Path):
     photos, db = tmp_path / "photos", tmp_path / "db"
-    colours = _library(photos, 60)
+    colours = _library(photos, 150)
     rng = random.Random(1234)
     kills = 0
     for round_ in range(8):
@@ -90,7 +92,9 @@ def test_sigkill_at_random_points_then_rerun_loses_nothing(tmp_path: Path):
             os.rename(old, new)
             colours[new] = colours.pop(old)
         process = _run(photos, db)
-        time.sleep(rng.uniform(0.8, 3.0))
+        assert process.stdout is not None
+        if process.stdout.readline().strip() == "encoding":  # empty when nothing is left to do
+            time.sleep(rng.uniform(0.05, 0.6))
         if process.poll() is None:
             process.send_signal(signal.SIGKILL)
             kills += 1
@@ -103,7 +107,7 @@ def test_sigkill_at_random_points_then_rerun_loses_nothing(tmp_path: Path):
         f"{kills} SIGKILLs survived in 8 index runs; final table exact ({len(colours)} files, "
         "no duplicate, no orphan, every vector right)"
     )
-    assert kills >= 4, "the kills must land mid-run to prove anything"
+    assert kills >= 6, "the kills must land mid-run to prove anything"
     _assert_table_matches(db, colours)
 
 
@@ -178,15 +182,24 @@ def test_searches_during_an_index_run_stay_consistent(tmp_path: Path):
                 errors.append(exc)
                 return
 
+    class SlowColourEncoder(ColourEncoder):
+        def encode_images(self, images):  # a model slow enough for searches to overlap
+            time.sleep(0.05)
+            return super().encode_images(images)
+
     reader = threading.Thread(target=search_loop)
     reader.start()
-    index_folder(photos, store, encoder, IndexConfig(batch_size=5))
+    while searches == 0 and not errors and reader.is_alive():  # the reader is up and searching
+        time.sleep(0.01)
+    before = searches
+    index_folder(photos, store, SlowColourEncoder(), IndexConfig(batch_size=5))
+    during = searches - before
     done.set()
     reader.join()
     assert not errors, errors[0]
-    assert searches > 0
+    assert during > 0
     RELIABILITY["concurrency"] = (
-        f"{searches} searches during an index run, {len(errors)} failures; "
+        f"{during} searches during an index run, {len(errors)} failures; "
         "second writer refused / queued"
     )
 
