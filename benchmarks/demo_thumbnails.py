@@ -16,10 +16,10 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+from crossmodal_demo.thumbnails import GRID_SIZE, PREVIEW_SIZE, WORKERS, Thumbnails
 from PIL import Image
 
 from crossmodal.store import ImageRow
-from crossmodal.thumbnails import GRID_SIZE, PREVIEW_SIZE, WORKERS, Thumbnails
 
 
 def photo(path: Path, seed: int) -> ImageRow:

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from crossmodal.errors import CrossmodalError
+from crossmodal.filters import Filters
 from crossmodal.labels import DEFAULT_TABLE
 from crossmodal.models import Encoder
-from crossmodal.store import Store, sql_string
+from crossmodal.store import Store
 
 
 @dataclass(frozen=True)
@@ -41,11 +42,11 @@ def label_index(
     encoder: Encoder,
     table: str = DEFAULT_TABLE,
     *,
-    where: str | None = None,
+    filters: Filters | None = None,
     relabel: bool = False,
     on_progress: Callable[[int], None] | None = None,
 ) -> LabelReport:
-    """Give every indexed photo (matching `where`) its most likely label from a text table.
+    """Give every indexed photo (matching `filters`) its most likely label from a text table.
 
     Photos already labelled from the same label set are skipped unless `relabel`; a photo
     re-indexed since it was labelled has lost its label and is labelled again.
@@ -57,16 +58,14 @@ def label_index(
         raise CrossmodalError(f"text table {table!r} holds no labels; add some first")
     images = store.images(encoder.identity)
     label_set = label_set_id(table, labels)
-    todo = where
-    already = 0
-    if images.has_labels and not relabel:
-        fresh = f"label_set = {sql_string(label_set)}"
-        already = images.count(" AND ".join(f"({c})" for c in (where, fresh) if c))
-        stale = f"label_set IS NULL OR label_set != {sql_string(label_set)}"
-        todo = " AND ".join(f"({c})" for c in (where, stale) if c)
+    if relabel:
+        already, todo = 0, images.vectors(filters)
+    else:
+        already = images.count_labelled(label_set, filters)
+        todo = images.unlabelled_vectors(label_set, filters)
     counts: Counter[str] = Counter()
     done = 0
-    for paths, vectors in images.vectors(todo):
+    for paths, vectors in todo:
         logits = encoder.logit_scale * (vectors @ label_vectors.T).astype(np.float64)
         logits -= logits.max(axis=1, keepdims=True)
         probabilities = np.exp(logits)
@@ -78,6 +77,7 @@ def label_index(
         done += len(paths)
         if on_progress:
             on_progress(done)
+    images.maintain_index()  # the label column's scalar and keyword indexes
     return LabelReport(
         label_set, done, already, tuple(counts.most_common()), time.perf_counter() - started
     )

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from crossmodal.errors import CrossmodalError
+from crossmodal.filters import Filters
 from crossmodal.store import ImageRow, ImageTable
 
 DEFAULT_THRESHOLD = 0.95  # same scene, re-encoded, resized or lightly edited; bursts land above
@@ -31,7 +32,7 @@ def find_duplicates(
     table: ImageTable,
     threshold: float = DEFAULT_THRESHOLD,
     *,
-    where: str | None = None,
+    filters: Filters | None = None,
     block_rows: int = 512,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> list[DuplicateGroup]:
@@ -44,7 +45,7 @@ def find_duplicates(
         raise CrossmodalError(f"threshold {threshold} is not a cosine similarity (-1 to 1)")
     paths: list[str] = []
     blocks: list[np.ndarray] = []
-    for batch_paths, vectors in table.vectors(where):
+    for batch_paths, vectors in table.vectors(filters):
         paths.extend(batch_paths)
         blocks.append(vectors)
     if len(paths) < 2:

@@ -6,9 +6,11 @@ float32 vectors out, one forward pass per batch.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import os
 import platform
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -257,15 +259,20 @@ def load_encoder(spec: str | ModelSpec, config: EncoderConfig | None = None) -> 
     parsed = spec if isinstance(spec, ModelSpec) else parse_model_spec(spec)
     device = resolve_device(config.device)
     precision = resolve_precision(device, config.precision)
+    downloads = parsed.kind in (SpecKind.PRETRAINED, SpecKind.HF_HUB)
+    offline = downloads and not hub_reachable()
     try:
-        model, _, preprocess = open_clip.create_model_and_transforms(
-            parsed.open_clip_name,
-            pretrained=parsed.open_clip_pretrained,
-            device=device,
-            weights_only=True,  # never execute code from a checkpoint
-        )
-        tokenizer = open_clip.get_tokenizer(parsed.open_clip_name)
+        with _hub_offline(offline):
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                parsed.open_clip_name,
+                pretrained=parsed.open_clip_pretrained,
+                device=device,
+                weights_only=True,  # never execute code from a checkpoint
+            )
+            tokenizer = open_clip.get_tokenizer(parsed.open_clip_name)
     except Exception as exc:  # open_clip raises many kinds; the user needs one clear message
+        if offline:
+            raise ModelLoadError(_offline_hint(parsed)) from exc
         raise ModelLoadError(_load_hint(parsed, exc)) from exc
     model.eval()
     if precision != "fp32":
@@ -280,6 +287,53 @@ def load_encoder(spec: str | ModelSpec, config: EncoderConfig | None = None) -> 
     )
     log.info("loaded %s on %s (%s)", parsed.text, device, precision)
     return ClipEncoder(model, preprocess, tokenizer, identity, device, precision, config.batch_size)
+
+
+HUB_HOST = "huggingface.co"
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the model hub answers at all; asked once, so an offline machine is told in
+    seconds instead of after a minute of the hub client's retries."""
+    import socket
+
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return False
+    try:
+        with socket.create_connection((HUB_HOST, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _hub_offline(offline: bool) -> Iterator[None]:
+    """Weights already in the local cache still load; nothing is requested from the network."""
+    if not offline:
+        yield
+        return
+    from huggingface_hub import constants
+
+    saved = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    hub_log = logging.getLogger("huggingface_hub")
+    level = hub_log.level
+    hub_log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = saved
+        hub_log.setLevel(level)
+
+
+def _offline_hint(spec: ModelSpec) -> str:
+    return (
+        f"cannot load model {spec.text!r}: its weights are not in the local cache and "
+        f"{HUB_HOST} cannot be reached (this machine looks offline). Connect once to download "
+        "them, or use a local model: `--model DIR` (or the CROSSMODAL_MODEL variable) with a "
+        "folder in open_clip's format, e.g. the shipped `--model shapes-tiny`, which "
+        "understands the sample folder of `crossmodal sample`."
+    )
 
 
 def _load_hint(spec: ModelSpec, exc: Exception) -> str:

@@ -44,6 +44,10 @@ class ModelMismatchError(CrossmodalError):
         )
 
 
+class FilterError(CrossmodalError, ValueError):
+    """A search filter holds a value that cannot mean anything (an unknown type, an empty range)."""
+
+
 class StoreError(CrossmodalError):
     """The database is missing, unreadable, or not a crossmodal database."""
 

@@ -1,7 +1,7 @@
 """Discovery: walk a folder and list the image files in it, the first stage of the flow.
 
 Never follows a symlink out of a loop, never raises for one unreadable entry: what it cannot
-read it reports as a skipped file with the reason.
+read it reports as a failed file with the reason.
 """
 
 from __future__ import annotations
@@ -57,8 +57,11 @@ class ImageFile:
 
 
 @dataclass(frozen=True)
-class SkippedFile:
-    """An entry discovery could not use, and why."""
+class FailedFile:
+    """A file that was not indexed, and why: unreadable, corrupt, not an image, unsupported.
+
+    Discovery reports the entries it cannot use; indexing adds the files that fail to decode.
+    """
 
     path: str
     reason: str
@@ -67,7 +70,7 @@ class SkippedFile:
 @dataclass(frozen=True)
 class Discovery:
     files: tuple[ImageFile, ...]
-    skipped: tuple[SkippedFile, ...]
+    failed: tuple[FailedFile, ...]
 
 
 def supported_suffixes() -> frozenset[str]:
@@ -92,28 +95,28 @@ def discover(
         raise CrossmodalError(f"{root_path} is not a folder; give the folder that holds the photos")
     suffixes = supported_suffixes()
     files: list[ImageFile] = []
-    skipped: list[SkippedFile] = []
+    failed: list[FailedFile] = []
     for entry, error in _walk(root_path.resolve(), include_hidden):
         if error is not None:
-            skipped.append(SkippedFile(entry, error))
+            failed.append(FailedFile(entry, error))
             continue
         suffix = os.path.splitext(entry)[1].lower()
         if suffix not in suffixes:
             if suffix in UNSUPPORTED_SUFFIXES:
                 reason = f"unsupported format {suffix} ({UNSUPPORTED_SUFFIXES[suffix]})"
-                skipped.append(SkippedFile(entry, reason))
+                failed.append(FailedFile(entry, reason))
             continue
         try:
             stat = os.stat(entry)
         except OSError as exc:
-            skipped.append(SkippedFile(entry, f"cannot stat: {exc.strerror or exc}"))
+            failed.append(FailedFile(entry, f"cannot stat: {exc.strerror or exc}"))
             continue
         files.append(ImageFile(entry, stat.st_size, stat.st_mtime_ns))
         if on_progress and len(files) % 500 == 0:
             on_progress(len(files))
     files.sort(key=lambda f: f.path)
-    skipped.sort(key=lambda s: s.path)
-    return Discovery(tuple(files), tuple(skipped))
+    failed.sort(key=lambda s: s.path)
+    return Discovery(tuple(files), tuple(failed))
 
 
 def _walk(root: Path, include_hidden: bool) -> Iterator[tuple[str, str | None]]:

@@ -1,18 +1,16 @@
-"""Filters: which indexed photos a search may return, compiled to a LanceDB `where` clause.
+"""Filters: which indexed photos a search may return, as typed values. Pure data.
 
-Every value a person typed is quoted with `store.sql_string`, never pasted into the SQL.
+The store compiles them to its query dialect (`crossmodal.store.where`); nothing here writes SQL.
+Invalid values are refused when a `Filters` is made, with the valid forms in the message.
 """
 
 from __future__ import annotations
 
-import os
-import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta
-from pathlib import Path
+from enum import Enum
 
-from crossmodal.errors import CrossmodalError
-from crossmodal.store import sql_string
+from crossmodal.errors import FilterError
 
 # what people type -> Pillow's format name, which the table stores whatever the file suffix
 FORMATS = {
@@ -28,51 +26,87 @@ FORMATS = {
     "heif": "HEIF",
     "avif": "AVIF",
 }
-ORIENTATIONS = ("landscape", "portrait", "square")
 _DATE_FORMATS = ("%Y", "%Y-%m", "%Y-%m-%d", "%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S")
+
+
+class Orientation(str, Enum):
+    LANDSCAPE = "landscape"  # wider than high
+    PORTRAIT = "portrait"  # higher than wide
+    SQUARE = "square"
+
+
+ORIENTATIONS = tuple(o.value for o in Orientation)
 
 
 @dataclass(frozen=True)
 class Filters:
-    """Conditions a hit must meet; unset fields do not filter. All conditions must hold."""
+    """Conditions a hit must meet; unset fields do not filter. All conditions must hold.
+
+    `sql` is the escape hatch: any condition on the image table's columns in LanceDB's SQL
+    dialect, ANDed with the rest. Everything else is typed and checked here.
+    """
 
     folder: str | None = None  # a folder path (and its subfolders), or a folder name anywhere
     after: datetime | None = None  # taken at or after (EXIF capture time, else file time)
     before: datetime | None = None  # taken strictly before
     min_width: int | None = None  # pixels, upright
     min_height: int | None = None
-    orientation: str | None = None  # landscape, portrait or square
-    types: tuple[str, ...] = ()  # file types, e.g. ("jpg", "png"); any of them
+    orientation: Orientation | None = None  # a str ("portrait") is accepted and converted
+    types: tuple[str, ...] = ()  # file types, e.g. ("jpg", "png"); any of them; kept as formats
     label: str | None = None  # the label `classify --all` stored for the photo
-    where: str | None = None  # any SQL condition on the image table's columns, ANDed
+    sql: str | None = None  # raw SQL on the image table's columns (escape hatch)
 
-    def to_sql(self) -> str | None:
-        """The `where` clause, or None when nothing is filtered."""
-        parts = []
-        if self.folder:
-            parts.append(_folder_sql(self.folder))
-        if self.after is not None:
-            parts.append(f"taken_at >= {_timestamp(self.after)}")
-        if self.before is not None:
-            parts.append(f"taken_at < {_timestamp(self.before)}")
-        if self.min_width is not None:
-            parts.append(f"width >= {int(self.min_width)}")
-        if self.min_height is not None:
-            parts.append(f"height >= {int(self.min_height)}")
+    def __post_init__(self) -> None:
+        if self.folder is not None and not self.folder.strip():
+            object.__setattr__(self, "folder", None)
+        for name in ("min_width", "min_height"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or int(value) < 1 or value > 2**31):
+                raise FilterError(f"{name} must be a whole number of pixels from 1, not {value!r}")
+        if self.after and self.before and self.after >= self.before:
+            raise FilterError(
+                f"the date range is empty: after {self.after:%Y-%m-%d %H:%M:%S} is not before "
+                f"{self.before:%Y-%m-%d %H:%M:%S}"
+            )
         if self.orientation is not None:
-            parts.append(_orientation_sql(self.orientation))
-        if self.types:
-            formats = sorted({_format(t) for t in self.types})
-            parts.append("format IN (" + ", ".join(sql_string(f) for f in formats) + ")")
-        if self.label is not None:
-            parts.append(f"label = {sql_string(self.label)}")
-        if self.where and self.where.strip():
-            parts.append(self.where.strip())
-        return " AND ".join(f"({p})" for p in parts) or None
+            object.__setattr__(self, "orientation", _orientation(self.orientation))
+        if isinstance(self.types, str):
+            object.__setattr__(self, "types", (self.types,))
+        formats = tuple(sorted({_format(t) for t in self.types}))
+        object.__setattr__(self, "types", formats)
+        if self.sql is not None:
+            if not self.sql.strip():
+                object.__setattr__(self, "sql", None)
+            else:
+                _check_balanced(self.sql)
 
     @property
-    def uses_labels(self) -> bool:
-        return self.label is not None or bool(self.where and "label" in self.where)
+    def active(self) -> bool:
+        return self != Filters()
+
+    def parts(self) -> list[tuple[str, Filters]]:
+        """Each set condition on its own, named as the user set it: to tell which one matches
+        no photo when a search finds nothing."""
+        out = []
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if value not in (None, ()):
+                out.append((field.name, replace(Filters(), **{field.name: value})))
+        return out
+
+    def describe(self) -> str:
+        """The set conditions in words, e.g. "folder Travel, after 2019-01-01"."""
+        words = []
+        for name, part in self.parts():
+            value = getattr(part, name)
+            if isinstance(value, datetime):
+                value = f"{value:%Y-%m-%d %H:%M}".removesuffix(" 00:00")
+            elif isinstance(value, tuple):
+                value = " or ".join(value)
+            elif isinstance(value, Orientation):
+                value = value.value
+            words.append(f"{name.replace('_', ' ')} {value}")
+        return ", ".join(words)
 
 
 def parse_date(text: str, *, option: str = "date", end: bool = False) -> datetime:
@@ -85,7 +119,7 @@ def parse_date(text: str, *, option: str = "date", end: bool = False) -> datetim
         except ValueError:
             continue
         return _after_period(start, fmt) if end else start
-    raise CrossmodalError(
+    raise FilterError(
         f"cannot read {option} {text!r}; write YYYY, YYYY-MM, YYYY-MM-DD or "
         "'YYYY-MM-DD HH:MM[:SS]', e.g. 2019-07-14"
     )
@@ -100,44 +134,41 @@ def _after_period(start: datetime, fmt: str) -> datetime:
     return start + step.get(fmt, timedelta(seconds=1))
 
 
-def _timestamp(value: datetime) -> str:
-    return f"timestamp {sql_string(value.strftime('%Y-%m-%d %H:%M:%S.%f'))}"
-
-
-def _folder_sql(folder: str) -> str:
-    """A folder path given as such (absolute, ~, ./, or an existing folder) matches it and its
-    subfolders; a bare name like "Travel" matches every folder of that name, at any depth."""
-    looks_like_path = os.sep in folder or folder.startswith((".", "~")) or Path(folder).is_dir()
-    if looks_like_path:
-        path = str(Path(folder).expanduser().resolve())
-        inside = path.rstrip(os.sep) + os.sep
-        return f"folder = {sql_string(path)} OR starts_with(folder, {sql_string(inside)})"
-    name = folder.strip()
-    end = sql_string("%" + os.sep + _like_escape(name))
-    middle = sql_string("%" + os.sep + _like_escape(name) + os.sep + "%")
-    return f"folder LIKE {end} OR folder LIKE {middle}"
-
-
-def _like_escape(text: str) -> str:
-    return re.sub(r"([\\%_])", r"\\\1", text)
-
-
-def _orientation_sql(orientation: str) -> str:
-    if orientation not in ORIENTATIONS:
-        raise CrossmodalError(
-            f"unknown orientation {orientation!r}; choose one of {', '.join(ORIENTATIONS)}"
-        )
-    return {
-        "landscape": "width > height",
-        "portrait": "width < height",
-        "square": "width = height",
-    }[orientation]
+def _orientation(value: Orientation | str) -> Orientation:
+    try:
+        return Orientation(value)
+    except ValueError:
+        raise FilterError(
+            f"unknown orientation {value!r}; choose one of {', '.join(ORIENTATIONS)}"
+        ) from None
 
 
 def _format(kind: str) -> str:
-    key = kind.strip().lower().lstrip(".")
-    if key not in FORMATS:
-        raise CrossmodalError(
-            f"unknown file type {kind!r}; choose from {', '.join(sorted(FORMATS))}"
+    key = str(kind).strip().lower().lstrip(".")
+    if key in FORMATS:
+        return FORMATS[key]
+    if key.upper() in FORMATS.values():
+        return key.upper()
+    raise FilterError(f"unknown file type {kind!r}; choose from {', '.join(sorted(FORMATS))}")
+
+
+def _check_balanced(sql: str) -> None:
+    """Parentheses outside quotes must pair up, so the condition cannot close the brackets it
+    is wrapped in and escape the other filters (`1=1) OR (1=1`)."""
+    depth, quote = 0, None
+    for char in sql:
+        if quote:
+            quote = None if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+            if depth < 0:
+                break
+    if depth != 0 or quote:
+        raise FilterError(
+            f"the SQL filter {sql!r} has unbalanced parentheses or quotes; write one complete "
+            "condition, e.g. \"width >= 3000 AND format = 'JPEG'\""
         )
-    return FORMATS[key]

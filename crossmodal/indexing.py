@@ -1,7 +1,7 @@
 """Indexing: make the image table match a folder, doing only the work that changed.
 
-files -> pipeline (decode in worker processes) -> encode -> store. Each batch is one atomic upsert keyed by path, so a run that
-is interrupted resumes where it stopped, with no duplicate and no lost row.
+files -> pipeline (decoding threads) -> encode -> store. Each batch is one atomic upsert keyed by
+path, so a run that is interrupted resumes where it stopped, with no duplicate and no lost row.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from crossmodal.files import ImageFile, discover
+from crossmodal.errors import CrossmodalError
+from crossmodal.files import FailedFile, ImageFile, discover
 from crossmodal.images import PixelRecipe
 from crossmodal.lock import WriterLock
 from crossmodal.models import Encoder
@@ -42,15 +43,22 @@ class IndexConfig:
     batch_size: int = 64  # images per forward pass and per database commit
     include_hidden: bool = False  # index files and folders whose names start with "."
     rebuild: bool = False  # drop the image table first (e.g. to switch models)
-    workers: int | None = None  # decoding processes; None: one per CPU core; 0: in this process
+    workers: int | None = (
+        None  # decoding threads; None: one per CPU core; 0: in the caller's thread
+    )
     lookahead: int = 128  # files decoded ahead of the encoder: bounds memory (at least a batch)
     wait: float = 0.0  # seconds to queue behind another index run on the same database
+    maintain: bool = True  # bring the ANN, scalar and keyword indexes up to date, and compact
 
-
-@dataclass(frozen=True)
-class FailedFile:
-    path: str
-    reason: str
+    def __post_init__(self) -> None:
+        if isinstance(self.batch_size, bool) or not 1 <= self.batch_size <= 65_536:
+            raise CrossmodalError(f"batch_size must be from 1 to 65,536, not {self.batch_size!r}")
+        if self.workers is not None and not 0 <= self.workers <= 1024:
+            raise CrossmodalError(f"workers must be from 0 to 1,024, not {self.workers!r}")
+        if self.lookahead < 1:
+            raise CrossmodalError(f"lookahead must be at least 1, not {self.lookahead!r}")
+        if not 0 <= self.wait <= 7 * 24 * 3600:
+            raise CrossmodalError(f"wait must be from 0 s to a week, not {self.wait!r}")
 
 
 @dataclass(frozen=True)
@@ -95,7 +103,8 @@ def index_folder(
 ) -> IndexReport:
     """Index every image under `root` into the store's image table with `encoder`.
 
-    Worker processes decode the next images while this process encodes the current batch.
+    Decoding threads prepare the next images while the encoder works on the current batch, so
+    it runs as fast from a script, a notebook or a web server as from the CLI.
     One run writes to a database at a time: another one waits `config.wait` seconds, then is
     refused with `DatabaseBusyError`.
     """
@@ -119,15 +128,15 @@ def _index_folder(
     table = store.images(encoder.identity, create=True)
     plan = _plan(table, root_path, found.files)
     run = _Run(table, encoder, plan, _vanished_records(table, plan))
-    run.failed.extend(FailedFile(s.path, s.reason) for s in found.skipped)
+    run.failed.extend(found.failed)
     recipe = pixel_recipe(encoder)
     jobs = [
         Job(f.path, plan.stored[f.path][2] if f.path in plan.stored else None) for f in plan.todo
     ]
-    # without a recipe workers send whole decoded images: keep just one batch in flight
+    # without a recipe the threads hold whole decoded images: keep just one batch in flight
     lookahead = max(config.lookahead, config.batch_size) if recipe else config.batch_size
     stream = prepare_stream(jobs, recipe, run.vanished, PipelineConfig(config.workers, lookahead))
-    with closing(stream):  # stops the workers if encoding or writing fails
+    with closing(stream):  # stops the decoding threads if encoding or writing fails
         done = 0
         for batch in _chunks(plan.todo, config.batch_size):
             run.commit(batch, [next(stream) for _ in batch], recipe)
@@ -138,6 +147,9 @@ def _index_folder(
     on_disk = {f.path for f in found.files}
     gone = [p for p in plan.stored if p not in on_disk and p not in run.consumed]
     table.delete_paths(gone + list(run.consumed) + run.failed_stored)
+    if config.maintain:
+        # a table built from Python searches as fast as one built by the CLI
+        table.maintain_index()
     return IndexReport(
         root=str(root_path),
         new=run.counts["new"],

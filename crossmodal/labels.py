@@ -9,7 +9,8 @@ from crossmodal.errors import CrossmodalError
 from crossmodal.models import Encoder
 from crossmodal.store import Store
 
-DEFAULT_TABLE = "labels"
+DEFAULT_TABLE = "labels"  # the text table of labels, for classification
+CAPTIONS_TABLE = "captions"  # the text table of captions, for caption retrieval
 
 
 def read_texts(path: str | Path) -> list[str]:

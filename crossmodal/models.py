@@ -20,6 +20,10 @@ if TYPE_CHECKING:
     from PIL import Image
 
 DEFAULT_MODEL = "ViT-B-32:laion2b_s34b_b79k"
+# The small model this package ships (9 MB): it understands the sample folder of coloured shapes
+# that `crossmodal sample` writes, and works offline. Named by this spec, found in the package.
+SHIPPED_MODEL = "shapes-tiny"
+SHIPPED_MODEL_DIR = Path(__file__).parent / "assets" / SHIPPED_MODEL
 MODEL_ENV_VAR = "CROSSMODAL_MODEL"
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 
@@ -74,6 +78,8 @@ def parse_model_spec(spec: str) -> ModelSpec:
         return ModelSpec(SpecKind.HF_HUB, text)
     if text.startswith("local-dir:"):
         return _local_dir(spec, text[len("local-dir:") :])
+    if text == SHIPPED_MODEL:
+        return ModelSpec(SpecKind.LOCAL_DIR, SHIPPED_MODEL, path=SHIPPED_MODEL_DIR)
     arch, sep, rest = text.partition(":")
     if not sep:
         if _looks_like_path(text) or Path(text).expanduser().is_dir():

@@ -117,11 +117,6 @@ def _meta(kind: str, identity: ModelIdentity) -> bytes:
     return json.dumps(data, sort_keys=True).encode()
 
 
-def sql_string(value: str) -> str:
-    """Quote a value as an SQL string literal for a LanceDB `where` clause."""
-    return "'" + value.replace("'", "''") + "'"
-
-
 def arrow_vectors(matrix: np.ndarray, dim: int) -> pa.FixedSizeListArray:
     flat = pa.array(np.ascontiguousarray(matrix, dtype=np.float32).reshape(-1), pa.float32())
     return pa.FixedSizeListArray.from_arrays(flat, dim)

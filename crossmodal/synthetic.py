@@ -6,6 +6,7 @@ Shape x colour x position x background, rendered with jitter; trains and tests t
 from __future__ import annotations
 
 import csv
+import os
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -13,8 +14,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
-
-SHIPPED_MODEL_DIR = Path(__file__).parent / "assets" / "shapes-tiny"
 
 SHAPES = ("circle", "square", "triangle", "star")
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -245,6 +244,32 @@ def write_sample_collection(folder: Path, n: int = 24, seed: int = 0) -> list[tu
         render_scene(scene, rng).save(path)
         out.append((path, scene.caption))
     return out
+
+
+@dataclass(frozen=True)
+class SampleFolder:
+    """A sample photo folder: shape images, and the label and caption files that go with it."""
+
+    folder: Path
+    images: tuple[Path, ...]
+    labels: Path  # labels.txt: one "a red circle" per colour and shape
+    captions: Path  # captions.txt: the captions of the images written
+
+
+def write_sample(
+    folder: str | os.PathLike[str], count: int = 48, seed: int = 0
+) -> SampleFolder | None:
+    """Write a sample folder of `count` shape images with labels.txt and captions.txt: what the
+    shipped model (`SHIPPED_MODEL`) understands. Returns None, writing nothing, when the folder
+    already holds images."""
+    root = Path(folder).expanduser()
+    if root.is_dir() and any(root.glob("*.png")):
+        return None
+    written = write_sample_collection(root, count, seed)
+    labels, captions = root / "labels.txt", root / "captions.txt"
+    labels.write_text("\n".join(sample_labels()) + "\n")
+    captions.write_text("\n".join(sorted({caption for _, caption in written})) + "\n")
+    return SampleFolder(root, tuple(path for path, _ in written), labels, captions)
 
 
 def write_class_folders(

@@ -1,4 +1,4 @@
-"""The Gradio app: widgets wired to `crossmodal.service.DemoService`, nothing else.
+"""The Gradio app: widgets wired to `service.DemoService` next to it, nothing else.
 
 Every answer comes from the service; this module only turns widget values into its arguments
 and its results into widget values, and shows its typed errors as messages.
@@ -16,7 +16,8 @@ import gradio as gr
 
 from crossmodal.errors import CrossmodalError
 from crossmodal.indexing import IndexProgress
-from crossmodal.service import (
+
+from .service import (
     MAX_RESULTS,
     MAX_UPLOAD_BYTES,
     TYPED,

@@ -22,7 +22,8 @@ from typing import Any
 from crossmodal.captions import CaptionedSet, read_captions
 from crossmodal.encoder import EncoderConfig, create_encoder_from_config, load_encoder
 from crossmodal.evaluation import compression_study, encode_captioned_set, retrieval_report
-from crossmodal.synthetic import SHIPPED_MODEL_DIR, ShapesSplits, write_shapes_dataset
+from crossmodal.models import SHIPPED_MODEL_DIR
+from crossmodal.synthetic import ShapesSplits, write_shapes_dataset
 from crossmodal.training import FinetuneConfig, TrainStep, finetune
 
 # A small convolutional image tower (open_clip's ModifiedResNet, chosen by a list of `layers`) on

@@ -6,6 +6,7 @@ from datetime import datetime
 import numpy as np
 import pytest
 
+from crossmodal.filters import Filters
 from crossmodal.models import ModelIdentity
 from crossmodal.records import ImageRow, IndexPolicy
 from crossmodal.store import Store
@@ -108,12 +109,12 @@ def test_rows_added_after_the_index_are_found_at_once_and_folded_in_by_maintenan
 def test_narrow_filter_and_paging_with_an_index(table):
     table.maintain_index()
     query = vectors(10_000, 1)[0]
-    hits = table.nearest(query, 5, "name = 'img_00007.jpg' OR name = 'img_00321.jpg'")
+    hits = table.nearest(query, 5, Filters(sql="name = 'img_00007.jpg' OR name = 'img_00321.jpg'"))
     assert sorted(r.name for r, _ in hits) == ["img_00007.jpg", "img_00321.jpg"]
     first = table.nearest(query, 10)
     second = table.nearest(query, 5, offset=5)
     assert [r.path for r, _ in second] == [r.path for r, _ in first[5:]]
-    odd = table.nearest(query, 10, "folder = '/p/odd'")
+    odd = table.nearest(query, 10, Filters(folder="/p/odd"))
     assert len(odd) == 10 and all(r.folder == "/p/odd" for r, _ in odd)
 
 

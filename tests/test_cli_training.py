@@ -9,7 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from crossmodal.cli.training import group
-from crossmodal.synthetic import SHIPPED_MODEL_DIR, Scene, write_captioned_set, write_class_folders
+from crossmodal.models import SHIPPED_MODEL_DIR
+from crossmodal.synthetic import Scene, write_captioned_set, write_class_folders
 
 pytest.importorskip("torch")
 

@@ -51,7 +51,7 @@ sys.path.insert(0, {tests!r})
 from conftest import ColourEncoder
 
 from crossmodal.cli.demo import app_module
-from crossmodal.service import DemoService
+from crossmodal_demo.service import DemoService
 
 # the encoder object is made here and handed down: the app never loads a model itself
 service = DemoService({db!r}, ColourEncoder(), Path({work!r}))

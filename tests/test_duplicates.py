@@ -38,7 +38,7 @@ def test_no_duplicates_below_the_threshold_and_filters_narrow_the_search(store, 
     make_image(photos / "again_blue.jpg", "blue")
     index_folder(photos, store, encoder)
     table = store.images(encoder.identity)
-    only_trips = find_duplicates(table, 0.95, where=Filters(folder="trips").to_sql())
+    only_trips = find_duplicates(table, 0.95, filters=Filters(folder="trips"))
     assert [[r.name for r in g.rows] for g in only_trips] == [["again.jpg", "yellow.jpg"]]
 
 

@@ -134,7 +134,7 @@ def test_import_crossmodal_does_not_import_torch():
 
 def test_real_encoder_indexes_and_finds_an_identical_image(clip, tmp_path):
     from crossmodal.indexing import index_folder
-    from crossmodal.search import Searcher
+    from crossmodal.search import Searcher, SearchOptions
     from crossmodal.store import Store
 
     for i, colour in enumerate(["red", "green", "blue", "yellow"]):
@@ -142,5 +142,5 @@ def test_real_encoder_indexes_and_finds_an_identical_image(clip, tmp_path):
     store = Store.open(tmp_path / "db", create=True)
     report = index_folder(tmp_path / "photos", store, clip)
     assert report.new == 4
-    hits = Searcher(store, clip).by_image(tmp_path / "photos" / "2-blue.png", k=1)
+    hits = Searcher(store, clip).by_image(tmp_path / "photos" / "2-blue.png", SearchOptions(k=1))
     assert hits[0].row.name == "2-blue.png" and hits[0].score == pytest.approx(1.0, abs=1e-4)

@@ -41,7 +41,7 @@ def test_broken_symlink_and_loop_are_reported_not_fatal(tmp_path: Path):
     (tmp_path / "a" / "loop").symlink_to(tmp_path / "a")
     found = discover(tmp_path)
     assert [Path(f.path).name for f in found.files] == ["ok.jpg"]
-    assert [(Path(s.path).name, s.reason) for s in found.skipped] == [
+    assert [(Path(s.path).name, s.reason) for s in found.failed] == [
         ("dangling.jpg", "broken symlink")
     ]
 
@@ -52,7 +52,7 @@ def test_heic_without_its_plugin_is_reported_as_unsupported_by_name(tmp_path: Pa
     monkeypatch.setattr(files, "supported_suffixes", lambda: files.IMAGE_SUFFIXES)
     (tmp_path / "phone.heic").write_bytes(b"x")
     found = discover(tmp_path)
-    assert [(Path(s.path).name, s.reason) for s in found.skipped] == [
+    assert [(Path(s.path).name, s.reason) for s in found.failed] == [
         ("phone.heic", "unsupported format .heic (HEIC/HEIF: install pillow-heif to index it)")
     ]
 

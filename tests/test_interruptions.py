@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import NAMES, RELIABILITY, ColourEncoder, make_image
+from crossmodal_demo.service import DemoService
 
 from crossmodal.indexing import IndexConfig, index_folder
 from crossmodal.lock import DatabaseBusyError, WriterLock
-from crossmodal.search import Searcher
-from crossmodal.service import DemoService
+from crossmodal.search import Searcher, SearchOptions
 from crossmodal.store import Store
 
 TESTS = Path(__file__).parent
@@ -172,7 +172,7 @@ def test_searches_during_an_index_run_stay_consistent(tmp_path: Path):
         query = encoder.encode_texts(["red"])[0]
         while not done.is_set():
             try:
-                hits = searcher.by_vector(query, k=200)
+                hits = searcher.by_vector(query, SearchOptions(k=200))
                 paths = [h.path for h in hits]
                 assert len(paths) == len(set(paths))
                 assert 30 <= len(hits) <= 90
@@ -214,17 +214,19 @@ def test_an_open_searcher_sees_another_processes_commits_at_once(tmp_path: Path)
     searcher = Searcher(Store.open(db), encoder)  # opened once, before the other process writes
     demo = DemoService(db, encoder, tmp_path / "work")
     query = encoder.encode_texts(["red"])[0]
-    assert len(searcher.by_vector(query, k=100)) == 6
+    assert len(searcher.by_vector(query, SearchOptions(k=100))) == 6
     for i in range(60):
         make_image(photos / "extra" / f"{i:03}.png", NAMES[i % 7])
     run = _run(photos, db)
     seen, shown = [], []
     while run.poll() is None:
-        seen.append(len(searcher.by_vector(query, k=100)))
+        seen.append(len(searcher.by_vector(query, SearchOptions(k=100))))
         shown.append(demo.status().images)
         time.sleep(0.05)
     assert run.returncode == 0, run.stderr.read() if run.stderr else ""
-    assert len(searcher.by_vector(query, k=100)) == 66  # the last commit, with no delay
+    assert (
+        len(searcher.by_vector(query, SearchOptions(k=100))) == 66
+    )  # the last commit, with no delay
     assert demo.status().images == 66
     assert seen == sorted(seen) and len(set(seen)) > 3  # and the ones during the run
     assert shown == sorted(shown) and len(set(shown)) > 3

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from crossmodal.captions import read_captions
-from crossmodal.synthetic import SHIPPED_MODEL_DIR, all_scenes, novel_scenes, write_captioned_set
+from crossmodal.models import SHIPPED_MODEL_DIR
+from crossmodal.synthetic import all_scenes, novel_scenes, write_captioned_set
 
 pytest.importorskip("torch")
 

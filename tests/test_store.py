@@ -6,7 +6,8 @@ import pytest
 
 from crossmodal.errors import ModelMismatchError, StoreError, TableNotFoundError
 from crossmodal.models import ModelIdentity
-from crossmodal.store import Store, sql_string
+from crossmodal.store import Store
+from crossmodal.store.where import sql_string
 
 IDENTITY = ModelIdentity("tiny-a", "tiny-a", 4, "p")
 

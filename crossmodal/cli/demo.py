@@ -62,13 +62,11 @@ def demo(
     encoder = load(choose_model(store, model_spec), device, precision, batch_size)
     if allow_indexing is None:
         allow_indexing = is_loopback(host) and not share
-    from crossmodal.service import DemoService
-
     # `kill` then stops the server like Ctrl-C does, so the private folder is removed too
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         with tempfile.TemporaryDirectory(prefix="crossmodal-demo-") as workdir:
-            service = DemoService(db_dir, encoder, Path(workdir))
+            service = app.DemoService(db_dir, encoder, Path(workdir))
             err.print(f"model {encoder.identity.spec} on {encoder.device} ({encoder.precision})")
             app.launch(
                 service,

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from crossmodal.cli.options import (
     choose_model,
@@ -20,6 +21,7 @@ from crossmodal.cli.options import (
     print_json,
 )
 from crossmodal.indexing import IndexConfig, IndexProgress, IndexReport, index_folder
+from crossmodal.models import SHIPPED_MODEL
 from crossmodal.store import IMAGES, TEXT_PREFIX, Store
 
 
@@ -33,7 +35,7 @@ from crossmodal.store import IMAGES, TEXT_PREFIX, Store
     "--workers",
     type=click.IntRange(min=0),
     default=None,
-    help="Decoding processes (default: one per CPU core; 0: decode in the main process).",
+    help="Decoding threads (default: one per CPU core; 0: decode in the encoding thread).",
 )
 @click.option(
     "--wait",
@@ -86,9 +88,6 @@ def index(
             bar.update(task, completed=event.done, total=event.total, rate=event.images_per_second)
 
         report = index_folder(photos_dir, store, encoder, config, on_progress)
-    with err.status("updating search indexes ..."):
-        # builds the ANN index once the table is large enough, else folds new rows in
-        store.images(encoder.identity).maintain_index()
     if as_json:
         print_json(report_dict(report, store))
     else:
@@ -129,9 +128,9 @@ def print_report(report: IndexReport, device: str, precision: str) -> None:
         f"({report.images_per_second:.1f} img/s on {device}, {precision})"
     )
     if report.failed:
-        out.print(f"[bold yellow]{len(report.failed)} file(s) could not be indexed:[/]")
+        out.print(Text(f"{len(report.failed)} file(s) could not be indexed:", "bold yellow"))
         for failure in report.failed:
-            out.print(f"  {failure.path!r}: {failure.reason}", markup=False)
+            out.print(f"  {failure.path!r}: {failure.reason}")
 
 
 @click.command()
@@ -183,35 +182,58 @@ def info(db_dir: Path, as_json: bool) -> None:
 
 @click.command()
 @click.option("--filter", "pattern", default="", help="Only architectures containing this text.")
-def models(pattern: str) -> None:
-    """List the ARCH:PRETRAINED pairs open_clip can download (needs internet on first use)."""
+@json_option
+def models(pattern: str, as_json: bool) -> None:
+    """List the ARCH:PRETRAINED pairs open_clip can download (needs internet on first use),
+    and the model this package ships (works offline)."""
     from crossmodal.encoder import list_pretrained
 
-    for arch, tag in list_pretrained():
-        if pattern.lower() in arch.lower():
-            click.echo(f"{arch}:{tag}")
+    specs = [f"{arch}:{tag}" for arch, tag in list_pretrained() if pattern.lower() in arch.lower()]
+    if pattern.lower() in SHIPPED_MODEL:
+        specs.append(SHIPPED_MODEL)
+    if as_json:
+        print_json(specs)
+        return
+    for spec in specs:
+        click.echo(spec)
 
 
 @click.command()
 @click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
-@click.option("-n", "count", default=48, show_default=True, help="How many images.")
+@click.option(
+    "-n",
+    "count",
+    type=click.IntRange(1, 100_000),
+    default=48,
+    show_default=True,
+    help="How many images.",
+)
 @click.option("--seed", default=0, show_default=True)
-def sample(folder: Path, count: int, seed: int) -> None:
+@json_option
+def sample(folder: Path, count: int, seed: int, as_json: bool) -> None:
     """Write a small sample photo folder (coloured shapes) with labels.txt and captions.txt.
 
-    The shapes are what the shipped offline model (crossmodal/assets/shapes-tiny) understands.
+    The shapes are what the shipped offline model (`--model shapes-tiny`) understands.
     Does nothing when FOLDER already holds images.
     """
-    from crossmodal.synthetic import sample_labels, write_sample_collection
+    from crossmodal.synthetic import write_sample
 
-    if folder.is_dir() and any(folder.glob("*.png")):
+    written = write_sample(folder, count, seed)
+    if as_json:
+        print_json(
+            {
+                "folder": str(folder),
+                "written": 0 if written is None else len(written.images),
+                "labels": str(folder / "labels.txt"),
+                "captions": str(folder / "captions.txt"),
+            }
+        )
+    elif written is None:
         out.print(f"{folder} already holds a sample; leaving it as it is")
-        return
-    written = write_sample_collection(folder, count, seed)
-    (folder / "labels.txt").write_text("\n".join(sample_labels()) + "\n")
-    captions = sorted({caption for _, caption in written})
-    (folder / "captions.txt").write_text("\n".join(captions) + "\n")
-    out.print(f"wrote {len(written)} sample images, labels.txt and captions.txt to {folder}")
+    else:
+        out.print(
+            f"wrote {len(written.images)} sample images, labels.txt and captions.txt to {folder}"
+        )
 
 
 COMMANDS = (index, info, models, sample)

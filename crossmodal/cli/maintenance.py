@@ -68,8 +68,7 @@ def duplicates(threshold: float, db_dir: Path, as_json: bool, **filters: object)
 
     store = Store.open(db_dir)
     table = store.images(store.info(IMAGES).model)
-    where = build_filters(filters).to_sql()
-    groups = find_duplicates(table, threshold, where=where)
+    groups = find_duplicates(table, threshold, filters=build_filters(filters))
     if as_json:
         print_json(
             [{"similarity": g.similarity, "photos": [row_dict(r) for r in g.rows]} for g in groups]

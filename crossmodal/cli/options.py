@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import click
 from rich.console import Console
+from rich.text import Text
 
 from crossmodal.errors import CrossmodalError, TableNotFoundError
 from crossmodal.models import MODEL_ENV_VAR, default_model_spec
@@ -19,8 +20,9 @@ from crossmodal.store import IMAGES, Store
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# markup off: paths, labels and error messages print as written ("crossmodal[demo]" stays whole)
+out = Console(highlight=False, soft_wrap=True, markup=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
 
 
 def db_option(func: F) -> F:
@@ -103,7 +105,7 @@ def friendly_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except CrossmodalError as exc:
-            err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+            err.print(Text.assemble(("error: ", "bold red"), str(exc)))
             sys.exit(1)
 
     return wrapper  # type: ignore[return-value]

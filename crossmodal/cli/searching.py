@@ -22,15 +22,7 @@ from crossmodal.filters import Filters, parse_date
 from crossmodal.labels import DEFAULT_TABLE, add_texts, read_texts
 from crossmodal.models import Encoder
 from crossmodal.query import Query, parse_query
-from crossmodal.search import (
-    Searcher,
-    SearchHit,
-    SearchOptions,
-    TextHit,
-    captions_for,
-    classify_with_table,
-    classify_with_texts,
-)
+from crossmodal.search import Searcher, SearchHit, SearchOptions, TextHit, zero_shot
 from crossmodal.store import TEXT_PREFIX, Store, row_dict
 
 image_path = click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -76,7 +68,7 @@ def build_filters(options: dict[str, object]) -> Filters:
         orientation=options.get("orientation"),  # type: ignore[arg-type]
         types=tuple(t for t in types if t),
         label=options.get("label"),  # type: ignore[arg-type]
-        where=options.get("where"),  # type: ignore[arg-type]
+        sql=options.get("where"),  # type: ignore[arg-type]
     )
 
 
@@ -131,11 +123,14 @@ def search(
     options = SearchOptions(k, offset, min_score, build_filters(filters), hybrid)
     store = Store.open(db_dir)
     encoder = load(choose_model(store, model_spec), device, precision, batch_size)
-    hits = Searcher(store, encoder).search(parsed, options)
-    print_hits(hits, as_json, offset)
+    searcher = Searcher(store, encoder)
+    hits = searcher.search(parsed, options)
+    print_hits(hits, as_json, offset, searcher.explain_empty(options) if not hits else None)
 
 
-def print_hits(hits: list[SearchHit], as_json: bool, offset: int = 0) -> None:
+def print_hits(
+    hits: list[SearchHit], as_json: bool, offset: int = 0, why_empty: str | None = None
+) -> None:
     if as_json:
         print_json(
             [
@@ -145,7 +140,7 @@ def print_hits(hits: list[SearchHit], as_json: bool, offset: int = 0) -> None:
         )
         return
     if not hits:
-        out.print("no results")
+        out.print(f"no results: {why_empty}" if why_empty else "no results")
         return
     # plain lines, full paths: easy to read, copy, and pipe into other tools
     for i, hit in enumerate(hits, offset + 1):
@@ -162,6 +157,7 @@ def labels() -> None:
 @click.option("--table", default=DEFAULT_TABLE, show_default=True, help="Text table name.")
 @db_option
 @model_options
+@json_option
 @friendly_errors
 def labels_add(
     texts_file: Path,
@@ -171,6 +167,7 @@ def labels_add(
     device: str,
     precision: str,
     batch_size: int,
+    as_json: bool,
 ) -> None:
     """Add the lines of TEXTS_FILE (one label or caption per line) to a text table."""
     store = Store.open(db_dir, create=True)
@@ -178,6 +175,9 @@ def labels_add(
     encoder = load(spec, device, precision, batch_size)
     count = add_texts(store, encoder, read_texts(texts_file), table)
     total = store.info(TEXT_PREFIX + table).rows
+    if as_json:
+        print_json({"table": table, "added": count, "rows": total})
+        return
     out.print(f"added {count} texts to table {table!r} ({total} in all)")
 
 
@@ -191,31 +191,18 @@ def _texts_model(store: Store, table: str) -> str:
 @labels.command("list")
 @click.option("--table", default=DEFAULT_TABLE, show_default=True)
 @db_option
+@json_option
 @friendly_errors
-def labels_list(table: str, db_dir: Path) -> None:
+def labels_list(table: str, db_dir: Path, as_json: bool) -> None:
     """Print the texts of a table, one per line."""
     store = Store.open(db_dir)
     model = store.info(TEXT_PREFIX + table).model
     texts, _ = store.texts(table, model).all()
+    if as_json:
+        print_json(texts)
+        return
     for text in texts:
         click.echo(text)
-
-
-def _image_text_setup(
-    image: Path,
-    table: str,
-    db_dir: Path,
-    model_spec: str | None,
-    device: str,
-    precision: str,
-    batch_size: int,
-):  # type: ignore[no-untyped-def]
-    store = Store.open(db_dir)
-    encoder = load(model_spec or _texts_model(store, table), device, precision, batch_size)
-    from crossmodal.images import decode_image
-
-    vector = encoder.encode_images([decode_image(image).image])[0]
-    return store, encoder, vector
 
 
 @click.command()
@@ -276,17 +263,19 @@ def classify(
         candidates = [t.strip() for t in inline.split(",") if t.strip()]
         if not candidates:
             raise CrossmodalError("--labels holds no label; write e.g. --labels 'cat,dog'")
-        store = Store.open(db_dir, create=True)
-        spec = choose_model(store, model_spec)
-        encoder = load(spec, device, precision, batch_size)
+        existing = _existing(db_dir)  # typed labels need no database, but use its model if any
+        encoder = load(choose_model(existing, model_spec), device, precision, batch_size)
         vector = encoder.encode_images([decode_image(image).image])[0]
-        hits = classify_with_texts(encoder, vector, candidates)
+        hits = zero_shot(encoder, vector, candidates, encoder.encode_texts(candidates))
     else:
-        store, encoder, vector = _image_text_setup(
-            image, table, db_dir, model_spec, device, precision, batch_size
-        )
-        hits = classify_with_table(encoder, vector, store.texts(table, encoder.identity))
+        store = Store.open(db_dir)
+        encoder = load(model_spec or _texts_model(store, table), device, precision, batch_size)
+        hits = Searcher(store, encoder).classify(image, table)
     print_text_hits(hits[:k], as_json, with_probability=True)
+
+
+def _existing(db_dir: Path) -> Store | None:
+    return Store.open(db_dir) if db_dir.exists() else None
 
 
 def label_all(
@@ -294,9 +283,7 @@ def label_all(
 ) -> None:
     from crossmodal.classification import label_index
 
-    where = Filters(folder=folder).to_sql()
-    report = label_index(store, encoder, table, where=where, relabel=relabel)
-    store.images(encoder.identity).maintain_index()  # the label's keyword and scalar indexes
+    report = label_index(store, encoder, table, filters=Filters(folder=folder), relabel=relabel)
     if as_json:
         print_json(
             {
@@ -336,14 +323,10 @@ def captions(
     as_json: bool,
 ) -> None:
     """Caption retrieval: the texts of a table that best describe IMAGE."""
-    store, encoder, vector = _image_text_setup(
-        image, table, db_dir, model_spec, device, precision, batch_size
-    )
-    print_text_hits(
-        captions_for(store.texts(table, encoder.identity), vector, k),
-        as_json,
-        with_probability=False,
-    )
+    store = Store.open(db_dir)
+    encoder = load(model_spec or _texts_model(store, table), device, precision, batch_size)
+    hits = Searcher(store, encoder).captions(image, table, k)
+    print_text_hits(hits, as_json, with_probability=False)
 
 
 def print_text_hits(hits: list[TextHit], as_json: bool, with_probability: bool) -> None:

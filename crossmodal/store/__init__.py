@@ -18,7 +18,6 @@ from crossmodal.records import (
     image_schema,
     numpy_vectors,
     row_dict,
-    sql_string,
     text_schema,
 )
 from crossmodal.store.database import FILE_FORMAT, IMAGES, TEXT_PREFIX, Store
@@ -47,6 +46,5 @@ __all__ = [
     "image_schema",
     "numpy_vectors",
     "row_dict",
-    "sql_string",
     "text_schema",
 ]

@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from crossmodal.errors import CrossmodalError, StoreError
+from crossmodal.filters import Filters
 from crossmodal.models import ModelIdentity
 from crossmodal.records import (
     LABEL_FIELDS,
@@ -24,10 +25,10 @@ from crossmodal.records import (
     arrow_vectors,
     image_rows,
     numpy_vectors,
-    sql_string,
 )
 from crossmodal.store import upkeep
 from crossmodal.store.upkeep import FTS_COLUMNS
+from crossmodal.store.where import label_set_is, path_in, sql_string, where_clause
 
 _DELETE_CHUNK = 500
 
@@ -35,10 +36,6 @@ _DELETE_CHUNK = 500
 def lance_reason(exc: BaseException) -> str:
     """LanceDB's error message without the Rust source location it appends."""
     return str(exc).split(", /")[0]
-
-
-def _path_in(paths: Sequence[str]) -> str:
-    return "path IN (" + ", ".join(sql_string(p) for p in paths) + ")"
 
 
 C = TypeVar("C", bound=type)
@@ -99,8 +96,12 @@ class _Table:
     def dim(self) -> int:
         return self.identity.dim
 
-    def count(self, where: str | None = None) -> int:
-        return int(self._table.count_rows(where))
+    def count(self, filters: Filters | None = None) -> int:
+        where = where_clause(filters)
+        try:
+            return int(self._table.count_rows(where))
+        except (ValueError, RuntimeError) as exc:
+            raise _filter_error(where, exc) from exc
 
     def refresh(self) -> None:
         """See writes made by other processes since this table was last used."""
@@ -110,11 +111,12 @@ class _Table:
         self,
         vector: np.ndarray,
         k: int,
-        where: str | None,
+        filters: Filters | None,
         columns: list[str],
         offset: int = 0,
     ) -> pa.Table:
         policy = self.policy
+        where = where_clause(filters)
         query = (
             self._table.search(np.asarray(vector, np.float32))
             .distance_type("cosine")
@@ -157,7 +159,7 @@ class ImageTable(_Table):
         out: dict[str, tuple[ImageRow, np.ndarray]] = {}
         for start in range(0, len(paths), _DELETE_CHUNK):
             chunk = paths[start : start + _DELETE_CHUNK]
-            data = self._table.search().where(_path_in(chunk)).limit(len(chunk)).to_arrow()
+            data = self._table.search().where(path_in(chunk)).limit(len(chunk)).to_arrow()
             rows = image_rows(data)
             vectors = numpy_vectors(data.column("vector"), self.dim)
             for row, vector in zip(rows, vectors, strict=True):
@@ -195,7 +197,7 @@ class ImageTable(_Table):
     def delete_paths(self, paths: Iterable[str]) -> None:
         paths = list(paths)
         for start in range(0, len(paths), _DELETE_CHUNK):
-            self._table.delete(_path_in(paths[start : start + _DELETE_CHUNK]))
+            self._table.delete(path_in(paths[start : start + _DELETE_CHUNK]))
 
     def get(self, path: str) -> tuple[ImageRow, np.ndarray] | None:
         data = self._table.search().where(f"path = {sql_string(path)}").limit(1).to_arrow()
@@ -204,21 +206,28 @@ class ImageTable(_Table):
         return image_rows(data)[0], numpy_vectors(data.column("vector"), self.dim)[0]
 
     def nearest(
-        self, vector: np.ndarray, k: int, where: str | None = None, *, offset: int = 0
+        self, vector: np.ndarray, k: int, filters: Filters | None = None, *, offset: int = 0
     ) -> list[tuple[ImageRow, float]]:
         """The k rows closest to `vector` after skipping `offset`, with cosine similarity,
         best first."""
-        data = self._nearest(vector, k, where, [f.name for f in fields(ImageRow)], offset)
+        data = self._nearest(vector, k, filters, [f.name for f in fields(ImageRow)], offset)
         similarities = [1.0 - d for d in data.column("_distance").to_pylist()]
         return list(zip(image_rows(data), similarities, strict=True))
 
     def hybrid(
-        self, vector: np.ndarray, text: str, k: int, where: str | None = None, *, offset: int = 0
+        self,
+        vector: np.ndarray,
+        text: str,
+        k: int,
+        filters: Filters | None = None,
+        *,
+        offset: int = 0,
     ) -> list[tuple[ImageRow, float]]:
         """Vector search fused with BM25 keyword search on name, folder and label (reciprocal
         rank fusion). Ranked by the fusion; each row comes with its exact cosine similarity."""
         from lancedb.rerankers import RRFReranker
 
+        where = where_clause(filters)
         columns = [c for c in FTS_COLUMNS if c in self._table.schema.names]
         indexed = {c.columns[0] for c in self._table.list_indices() if c.index_type == "FTS"}
         if not set(columns) <= indexed:
@@ -242,16 +251,45 @@ class ImageTable(_Table):
         )
         return list(zip(image_rows(data), similarities.tolist(), strict=True))
 
-    def rows(self, where: str | None = None) -> list[ImageRow]:
+    def rows(self, filters: Filters | None = None) -> list[ImageRow]:
+        where = where_clause(filters)
         query = self._table.search().select([f.name for f in fields(ImageRow)])
         if where:
             query = query.where(where)
         return image_rows(_run(query.limit(None), where))
 
     def vectors(
-        self, where: str | None = None, batch_rows: int = 8192
+        self, filters: Filters | None = None, batch_rows: int = 8192
     ) -> Iterator[tuple[list[str], np.ndarray]]:
-        """(paths, vectors) of the rows matching `where`, a batch at a time."""
+        """(paths, vectors) of the rows matching `filters`, a batch at a time."""
+        yield from self._vectors(where_clause(filters), batch_rows)
+
+    def unlabelled_vectors(
+        self, label_set: str, filters: Filters | None = None, batch_rows: int = 8192
+    ) -> Iterator[tuple[list[str], np.ndarray]]:
+        """Like `vectors`, but only rows not labelled from `label_set` yet."""
+        stale = label_set_is(label_set, equal=False) if self.has_labels else None
+        yield from self._vectors(where_clause(filters, stale), batch_rows)
+
+    def count_labelled(self, label_set: str, filters: Filters | None = None) -> int:
+        """Rows matching `filters` that carry a label from `label_set`."""
+        if not self.has_labels:
+            return 0
+        return int(
+            self._table.count_rows(where_clause(filters, label_set_is(label_set, equal=True)))
+        )
+
+    def label_values(self) -> list[str]:
+        """The distinct labels stored by `classify --all`, most common first."""
+        if not self.has_labels:
+            return []
+        column = self._table.to_arrow().column("label").drop_null()
+        counts = column.value_counts().to_pylist()
+        return [c["values"] for c in sorted(counts, key=lambda c: -c["counts"])]
+
+    def _vectors(
+        self, where: str | None, batch_rows: int
+    ) -> Iterator[tuple[list[str], np.ndarray]]:
         query = self._table.search().select(["path", "vector"])
         if where:
             query = query.where(where)

@@ -1,7 +1,8 @@
 """What the demo asks of the library: searches as gallery items, labels as probabilities, status.
 
-Sits on top of search, indexing and thumbnails; the Gradio app in `demo/` only wires these calls
-to widgets. No gradio here, so every behaviour is tested directly.
+Sits on top of the library's one search call (`Searcher.search`), indexing and thumbnails; the
+Gradio app next to it only wires these calls to widgets. No gradio here, so every behaviour is
+tested directly.
 """
 
 from __future__ import annotations
@@ -24,16 +25,10 @@ from crossmodal.images import decode_image
 from crossmodal.indexing import IndexConfig, IndexProgress, IndexReport, index_folder
 from crossmodal.models import Encoder
 from crossmodal.query import Query, parse_query
-from crossmodal.search import (
-    Searcher,
-    SearchHit,
-    SearchOptions,
-    TextHit,
-    classify_with_table,
-    classify_with_texts,
-)
+from crossmodal.search import Searcher, SearchHit, SearchOptions, TextHit, zero_shot
 from crossmodal.store import TEXT_PREFIX, ImageRow, Store
-from crossmodal.thumbnails import PREVIEW_SIZE, Thumbnails
+
+from .thumbnails import PREVIEW_SIZE, Thumbnails
 
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024  # a 12-MP JPEG is 3-10 MB; a 100-MP TIFF still fits
 MAX_RESULTS = 200
@@ -196,7 +191,7 @@ class DemoService:
             for name in searcher.store.text_table_names()
         )
         images = searcher.images.count()
-        problem = None if images else _empty_index(self.db_dir)
+        problem = None if images else searcher.explain_empty()
         return replace(base, images=images, texts=texts, problem=problem)
 
     def folders(self) -> list[tuple[str, str]]:
@@ -236,39 +231,34 @@ class DemoService:
         self, upload: str | os.PathLike[str] | None, options: SearchOptions
     ) -> Results:
         picture = self._decode_upload(upload)
-        vector = self.encoder.encode_images([picture])[0]
-        return self._results(vector, options, f"photos like {Path(str(upload)).name}")
+        return self._results(picture, options, f"photos like {Path(str(upload)).name}")
 
     def more_like(self, path: str, options: SearchOptions) -> Results:
         """Neighbours of a photo of the index, the photo itself left out."""
-        record = self.searcher().images.get(path)
+        searcher = self.searcher()
+        record = searcher.images.get(path)
         if record is None:
             raise CrossmodalError(f"{path} is not in the index any more; search again")
         return self._results(record[1], options, f"photos like {record[0].name}", exclude=path)
 
     def _results(
         self,
-        query: Query | np.ndarray,
+        query: Query | Image.Image | np.ndarray,
         options: SearchOptions,
         what: str,
         exclude: str | None = None,
     ) -> Results:
         started, searcher = time.perf_counter(), self.searcher()
-        # the minimum score is applied here, so the summary can say how many fell below it
-        asked = replace(options, min_score=None)
         if exclude is not None:
-            # the photo is the first hit of its own vector: page 1 asks for one more and
-            # drops it, later pages start one further down
-            first = options.offset == 0
-            asked = replace(asked, k=options.k + first, offset=options.offset + (not first))
-        hits = searcher.search(query, asked)
-        hits = [h for h in hits if h.path != exclude][: options.k]
-        found = len(hits)
-        if options.min_score is not None:
-            hits = [h for h in hits if h.score >= options.min_score]
+            options = replace(options, exclude=(exclude,))
+        hits = searcher.search(query, options)
         items = self.gallery(hits)
         seconds = time.perf_counter() - started
-        return Results(items, _summary(what, len(items), found, options, seconds, searcher))
+        if items:
+            summary = f"{len(items)} photo{'s' if len(items) != 1 else ''} for {what}"
+            return Results(items, f"{summary} · {seconds:.2f} s")
+        reason = searcher.explain_empty(options)
+        return Results(items, f"No photo for {what}: {reason}")
 
     def gallery(self, hits: Sequence[SearchHit]) -> tuple[GalleryItem, ...]:
         thumbnails = self.thumbnails.of_many([h.row for h in hits])
@@ -300,7 +290,6 @@ class DemoService:
     ) -> list[TextHit]:
         """Which labels fit the photo, most likely first, with CLIP's softmax probabilities."""
         picture = self._decode_upload(upload)
-        vector = self.encoder.encode_images([picture])[0]
         if source == TYPED:
             candidates = parse_labels(typed)
             if not candidates:
@@ -308,9 +297,11 @@ class DemoService:
                     "type a few labels to choose from, separated by commas, "
                     "e.g. 'a dog, a cat, a beach at sunset'"
                 )
-            return classify_with_texts(self.encoder, vector, candidates)
-        store = Store.open(self.db_dir)
-        return classify_with_table(self.encoder, vector, store.texts(source, self.encoder.identity))
+            vector = self.encoder.encode_images([picture])[0]  # needs no database
+            return zero_shot(
+                self.encoder, vector, candidates, self.encoder.encode_texts(candidates)
+            )
+        return self.searcher().classify(picture, source)
 
     def _decode_upload(self, upload: str | os.PathLike[str] | None) -> Image.Image:
         path = check_upload(upload)
@@ -350,30 +341,6 @@ def index_summary(report: IndexReport) -> str:
         more = f"\n- … and {len(report.failed) - 20} more" if len(report.failed) > 20 else ""
         text += f"\n\n{len(report.failed)} file(s) could not be indexed:\n{shown}{more}"
     return text
-
-
-def _empty_index(db_dir: Path) -> str:
-    return (
-        f"the index in {db_dir} holds no photos yet.\n"
-        f"Fix: `crossmodal index PHOTOS_DIR --db {db_dir}`"
-    )
-
-
-def _summary(
-    what: str, shown: int, found: int, options: SearchOptions, seconds: float, searcher: Searcher
-) -> str:
-    if shown:
-        text = f"{shown} photo{'s' if shown != 1 else ''} for {what}"
-        if shown < found:
-            text += f" ({found - shown} more below the minimum score {options.min_score:.2f})"
-        return f"{text} · {seconds:.2f} s"
-    if searcher.images.count() == 0:
-        return "No photos: " + _empty_index(searcher.store.db_dir)
-    if found:
-        return (
-            f"No photo for {what} scores {options.min_score:.2f} or more; lower the minimum score."
-        )
-    return f"No photo for {what} matches the filters; widen the folder or dates."
 
 
 def _relative(folder: str, root: str) -> str:
