@@ -6,9 +6,14 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PHOTOS ?=
 DB ?= data/crossmodal.db
-SAMPLE := data/sample-photos
+SAMPLE ?= data/sample-photos
+PORT ?=
 MODEL ?= $(CROSSMODAL_MODEL)
+# the sample folder is made for the model this repository ships; your photos get the default
+# pretrained model (downloaded on first use) unless MODEL names another
+SAMPLE_MODEL := $(if $(MODEL),$(MODEL),shapes-tiny)
 MODEL_FLAG := $(if $(MODEL),--model $(MODEL),)
+PORT_FLAG := $(if $(PORT),--port $(PORT),)
 
 .PHONY: install browser demo test test-fast lint format clean
 
@@ -28,17 +33,17 @@ browser:
 demo: install
 ifeq ($(PHOTOS),)
 	$(PY) -m crossmodal sample $(SAMPLE)
-	$(PY) -m crossmodal index $(SAMPLE) --db $(DB) $(MODEL_FLAG)
+	$(PY) -m crossmodal index $(SAMPLE) --db $(DB) --model $(SAMPLE_MODEL)
 	$(PY) -m crossmodal labels add $(SAMPLE)/labels.txt --db $(DB)
 	$(PY) -m crossmodal labels add $(SAMPLE)/captions.txt --table captions --db $(DB)
 else
 	$(PY) -m crossmodal index "$(PHOTOS)" --db $(DB) $(MODEL_FLAG)
 endif
-	$(PY) -m crossmodal demo --db $(DB)
+	$(PY) -m crossmodal demo --db $(DB) $(PORT_FLAG)
 
 ## test: lint, type-check and run the whole test suite (what CI runs)
 test: install browser
-	$(VENV)/bin/ruff check crossmodal tests
+	$(VENV)/bin/ruff check crossmodal demo tests
 	$(VENV)/bin/mypy
 	$(PY) -m pytest
 
@@ -47,13 +52,13 @@ test-fast: install
 	$(PY) -m pytest -m "not slow and not browser"
 
 lint: install
-	$(VENV)/bin/ruff check crossmodal tests
-	$(VENV)/bin/ruff format --check crossmodal tests
+	$(VENV)/bin/ruff check crossmodal demo tests
+	$(VENV)/bin/ruff format --check crossmodal demo tests
 	$(VENV)/bin/mypy
 
 format: install
-	$(VENV)/bin/ruff format crossmodal tests
-	$(VENV)/bin/ruff check --fix crossmodal tests
+	$(VENV)/bin/ruff format crossmodal demo tests
+	$(VENV)/bin/ruff check --fix crossmodal demo tests
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache
