@@ -430,9 +430,10 @@ def model_config_of(spec: str | ModelSpec) -> dict[str, Any]:
         return dict(json.loads((parsed.path / "open_clip_config.json").read_text())["model_cfg"])
     try:
         if parsed.kind is SpecKind.HF_HUB:
-            return dict(
-                open_clip.factory._get_hf_config(parsed.text[len("hf-hub:") :])["model_cfg"]
-            )
+            from huggingface_hub import hf_hub_download
+
+            config_file = hf_hub_download(parsed.text[len("hf-hub:") :], "open_clip_config.json")
+            return dict(json.loads(Path(config_file).read_text())["model_cfg"])
         config = open_clip.get_model_config(parsed.open_clip_name)
     except Exception as exc:  # a hub lookup that fails offline, a malformed config
         raise ModelLoadError(_load_hint(parsed, exc)) from exc

@@ -256,8 +256,9 @@ def launch(
     share: bool = False,
     allow_indexing: bool = False,
     open_browser: bool = False,
+    on_ready: Callable[[str], None] | None = None,
 ) -> None:
-    """Serve the demo until interrupted.
+    """Serve the demo until interrupted; `on_ready` gets the page's address once it answers.
 
     Gradio serves files only from its upload folder and the folders in `allowed_paths`. Its
     upload folder is pointed at the service's private work folder and `allowed_paths` stays
@@ -282,4 +283,8 @@ def launch(
         favicon_path=None,
         css=CSS,
         theme=gr.themes.Soft(),
+        prevent_thread_lock=True,
     )
+    if on_ready is not None:
+        on_ready(str(app.local_url))
+    app.block_thread()

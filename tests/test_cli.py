@@ -1,6 +1,7 @@
 """The CLI end to end, with the colour encoder standing in for CLIP (exact rankings)."""
 
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -122,15 +123,20 @@ def test_info_reports_model_dimension_and_counts(cli, photos, tmp_path):
     assert "fake-a" in text and "images" in text
 
 
-def test_help_is_fast_and_does_not_import_torch():
+def test_help_lists_every_command_without_importing_torch_or_lancedb():
     import subprocess
     import sys
 
     code = (
-        "import sys; from crossmodal.cli import main; "
-        "assert 'torch' not in sys.modules and 'lancedb' not in sys.modules"
+        "import sys; from crossmodal.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit as exit:\n    assert exit.code == 0\n"
+        "heavy = sorted({'torch', 'open_clip', 'lancedb', 'gradio'} & set(sys.modules))\n"
+        "print('heavy:', heavy)"
     )
-    subprocess.run([sys.executable, "-c", code], check=True)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.splitlines()[-1] == "heavy: []"
+    for command in ("index", "search", "classify", "captions", "labels", "demo", "sample"):
+        assert f"  {command} " in done.stdout
 
 
 def test_sample_writes_images_labels_and_captions_once(cli, tmp_path):
@@ -157,3 +163,73 @@ def test_damaged_database_is_reported_then_rebuilt_with_its_own_model(cli, photo
     assert cli.loaded[-1] == "fake-a"
     hits = json.loads(cli("search", "red", "--db", tmp_path / "db", "--json").output)
     assert hits[0]["name"] == "red.jpg"
+
+
+def test_every_command_takes_json():
+    for name, command in main.commands.items():
+        subcommands = getattr(command, "commands", {name: command})
+        for sub in subcommands.values():
+            flags = {opt for param in sub.params for opt in getattr(param, "opts", [])}
+            assert "--json" in flags, f"crossmodal {name} {sub.name}"
+
+
+def test_labels_add_list_and_sample_print_json(cli, photos, tmp_path):
+    cli("index", photos, "--db", tmp_path / "db", "--model", "fake-a")
+    (tmp_path / "labels.txt").write_text("red\nblue\n")
+    added = json.loads(
+        cli("labels", "add", tmp_path / "labels.txt", "--db", tmp_path / "db", "--json").output
+    )
+    assert added == {"table": "labels", "added": 2, "rows": 2}
+    listed = json.loads(cli("labels", "list", "--db", tmp_path / "db", "--json").output)
+    assert listed == ["red", "blue"]
+    sample = json.loads(cli("sample", tmp_path / "s", "-n", "3", "--json").output)
+    assert sample["written"] == 3 and sample["labels"].endswith("labels.txt")
+
+
+def test_an_empty_search_says_which_filter_matched_nothing(cli, photos, tmp_path):
+    cli("index", photos, "--db", tmp_path / "db", "--model", "fake-a")
+    result = cli("search", "red", "--db", tmp_path / "db", "--folder", "Holidays")
+    assert result.exit_code == 0
+    assert result.output.startswith("no results: no indexed photo is in a folder 'Holidays'")
+
+
+def test_error_messages_reach_the_terminal_as_written(cli, tmp_path, monkeypatch):
+    from crossmodal.errors import CrossmodalError
+
+    def refuse(*args, **kwargs):
+        raise CrossmodalError("the demo needs Gradio.\nFix: pip install 'crossmodal[demo]'")
+
+    import crossmodal.cli.demo as demo_command
+
+    monkeypatch.setattr(demo_command, "app_module", refuse)
+    result = CliRunner().invoke(main, ["demo", "--db", str(tmp_path / "db")])
+    assert result.exit_code == 1
+    assert "pip install 'crossmodal[demo]'" in result.output
+
+
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_bad_batch_sizes_are_refused_before_anything_changes(cli, photos, tmp_path, value):
+    result = CliRunner().invoke(
+        main, ["index", str(photos), "--db", str(tmp_path / "db"), "--batch-size", value]
+    )
+    assert result.exit_code == 2 and "--batch-size" in result.output
+    assert not (tmp_path / "db").exists()
+
+
+def test_hybrid_search_prints_no_library_warnings(photos, tmp_path):
+    import subprocess
+    import sys
+
+    tests, db = str(Path(__file__).parent), str(tmp_path / "db")
+    code = (
+        f"import sys; sys.path.insert(0, {tests!r})\n"
+        "from conftest import ColourEncoder\n"
+        "from crossmodal import Store, index_folder, Searcher, SearchOptions\n"
+        f"store = Store.open({db!r}, create=True)\n"
+        f"index_folder({str(photos)!r}, store, ColourEncoder())\n"
+        "print(len(Searcher(store, ColourEncoder()).search('red', SearchOptions(hybrid=True))))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "6"
+    assert done.stderr == ""

@@ -2,7 +2,6 @@ import os
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 from conftest import ColourEncoder, make_image
 
@@ -161,10 +160,3 @@ def test_progress_reports_each_batch(photos, tmp_path, encoder):
     )
     assert [(e.done, e.total) for e in events] == [(4, 6), (6, 6)]
     assert all(e.images_per_second > 0 for e in events)
-
-
-def test_vectors_are_stored_normalised(photos, tmp_path, encoder):
-    store = Store.open(tmp_path / "db", create=True)
-    index_folder(photos, store, encoder)
-    _, vector = store.images(encoder.identity).get(str(photos / "red.jpg"))
-    assert np.isclose(np.linalg.norm(vector), 1.0)

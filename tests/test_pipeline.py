@@ -186,7 +186,9 @@ def test_worker_pixels_match_open_clip_preprocessing_exactly(size, recipe, tmp_p
     assert torch.equal(ours, expected)
 
 
-def test_real_encoder_through_workers_matches_encode_images(tiny_model_dir, tmp_path):
+def test_real_encoder_through_threads_stores_unit_vectors_equal_to_encode_images(
+    tiny_model_dir, tmp_path
+):
     encoder = load_encoder(str(tiny_model_dir), EncoderConfig("cpu", "fp32"))
     assert encoder.pixel_recipe == PixelRecipe((32, 32))
     for i in range(6):
@@ -198,7 +200,9 @@ def test_real_encoder_through_workers_matches_encode_images(tiny_model_dir, tmp_
     for i in range(6):
         path = tmp_path / "photos" / f"{i}.jpg"
         direct = encoder.encode_images([decode_image(path).image])[0]
-        assert np.allclose(table.get(str(path))[1], direct, atol=1e-6)
+        stored = table.get(str(path))[1]
+        assert np.allclose(stored, direct, atol=1e-6)
+        assert abs(float(np.linalg.norm(stored)) - 1.0) < 1e-5  # the real model, not a fake
 
 
 def test_draft_decoding_keeps_large_jpegs_close_to_full_decoding(tiny_model_dir, tmp_path):

@@ -16,8 +16,10 @@ from crossmodal.cli.options import (
     db_option,
     err,
     friendly_errors,
+    json_option,
     load,
     model_options,
+    print_json,
 )
 from crossmodal.errors import CrossmodalError, StoreError
 from crossmodal.store import Store
@@ -40,6 +42,7 @@ from crossmodal.store import Store
     help="Offer an 'Index a folder' tab. Default: on when only this machine can connect.",
 )
 @click.option("--open", "open_browser", is_flag=True, help="Open the page in a web browser.")
+@json_option
 @friendly_errors
 def demo(
     db_dir: Path,
@@ -52,6 +55,7 @@ def demo(
     share: bool,
     allow_indexing: bool | None,
     open_browser: bool,
+    as_json: bool,
 ) -> None:
     """Open the search app in a web browser: words → photos, photo → photos, photo → labels."""
     app = app_module()  # before the model: a missing gradio is reported in a second, not a minute
@@ -68,6 +72,11 @@ def demo(
         with tempfile.TemporaryDirectory(prefix="crossmodal-demo-") as workdir:
             service = app.DemoService(db_dir, encoder, Path(workdir))
             err.print(f"model {encoder.identity.spec} on {encoder.device} ({encoder.precision})")
+
+            def ready(url: str) -> None:
+                if as_json:  # one line a script can read to find the page
+                    print_json({"url": url, "db": str(db_dir), "model": encoder.identity.spec})
+
             app.launch(
                 service,
                 host=host,
@@ -75,6 +84,7 @@ def demo(
                 share=share,
                 allow_indexing=allow_indexing,
                 open_browser=open_browser,
+                on_ready=ready,
             )
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -128,7 +128,7 @@ def eval_command(
 
     Run it before and after `crossmodal finetune` to see what the fine-tune bought.
     """
-    from crossmodal import evaluation
+    import crossmodal.evaluation as evaluation
     from crossmodal.captions import read_captions, read_class_folders
     from crossmodal.encoder import EncoderConfig, load_encoder
 

@@ -60,7 +60,11 @@ def model_options(func: F) -> F:
             help="auto, fp32, fp16 or bf16.",
         ),
         click.option(
-            "--batch-size", default=64, show_default=True, help="Images per forward pass."
+            "--batch-size",
+            type=click.IntRange(1, 65_536),
+            default=64,
+            show_default=True,
+            help="Images per forward pass.",
         ),
     ]
     for option in reversed(options):
@@ -93,8 +97,8 @@ def load(model_spec: str, device: str, precision: str, batch_size: int) -> Any:
         return load_encoder(model_spec, EncoderConfig(device, precision, batch_size))
 
 
-def print_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+def print_json(data: Any, *, indent: int | None = 2) -> None:
+    click.echo(json.dumps(data, indent=indent, ensure_ascii=False, default=str))
 
 
 def friendly_errors(func: F) -> F:

@@ -22,7 +22,15 @@ from crossmodal.filters import Filters, parse_date
 from crossmodal.labels import DEFAULT_TABLE, add_texts, read_texts
 from crossmodal.models import Encoder
 from crossmodal.query import Query, parse_query
-from crossmodal.search import Searcher, SearchHit, SearchOptions, TextHit, zero_shot
+from crossmodal.search import (
+    MAX_K,
+    MAX_OFFSET,
+    Searcher,
+    SearchHit,
+    SearchOptions,
+    TextHit,
+    zero_shot,
+)
 from crossmodal.store import TEXT_PREFIX, Store, row_dict
 
 image_path = click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -75,8 +83,22 @@ def build_filters(options: dict[str, object]) -> Filters:
 @click.command()
 @click.argument("query", required=False)
 @click.option("--image", "image", type=image_path, help="Find photos similar to this image.")
-@click.option("-k", "--top", "k", default=10, show_default=True, help="How many results.")
-@click.option("--offset", default=0, show_default=True, help="Skip this many (for paging).")
+@click.option(
+    "-k",
+    "--top",
+    "k",
+    type=click.IntRange(1, MAX_K),
+    default=10,
+    show_default=True,
+    help="How many results.",
+)
+@click.option(
+    "--offset",
+    type=click.IntRange(0, MAX_OFFSET),
+    default=0,
+    show_default=True,
+    help="Skip this many (for paging).",
+)
 @click.option(
     "--min-score",
     type=click.FloatRange(-1.0, 1.0),
@@ -222,7 +244,7 @@ def labels_list(table: str, db_dir: Path, as_json: bool) -> None:
 )
 @click.option("--relabel", is_flag=True, help="With --all: also photos labelled before.")
 @click.option("--folder", help="With --all: only photos in this folder (path or name).")
-@click.option("-k", "--top", "k", default=5, show_default=True)
+@click.option("-k", "--top", "k", type=click.IntRange(1, MAX_K), default=5, show_default=True)
 @db_option
 @model_options
 @json_option
@@ -306,7 +328,7 @@ def label_all(
 @click.command()
 @click.argument("image", type=image_path)
 @click.option("--table", default="captions", show_default=True, help="Text table of captions.")
-@click.option("-k", "--top", "k", default=5, show_default=True)
+@click.option("-k", "--top", "k", type=click.IntRange(1, MAX_K), default=5, show_default=True)
 @db_option
 @model_options
 @json_option

@@ -22,6 +22,11 @@ from crossmodal.records import (
 )
 from crossmodal.store.tables import ImageTable, TextTable, lance_reason
 
+# LanceDB's Rust logger prints deprecation notices about its own internal queries (hybrid search)
+# to stderr; they are not the user's to act on. Read when lancedb is first imported; a user who
+# wants them sets LANCEDB_LOG=warn.
+os.environ.setdefault("LANCEDB_LOG", "error")
+
 IMAGES = "images"
 TEXT_PREFIX = "text_"
 # Lance file format of new tables. The default (2.2) encodes low-cardinality columns (suffix,

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import numpy as np
 import pyarrow as pa
 
+import crossmodal.store.upkeep as upkeep
 from crossmodal.errors import CrossmodalError, StoreError
 from crossmodal.filters import Filters
 from crossmodal.models import ModelIdentity
@@ -26,7 +27,6 @@ from crossmodal.records import (
     image_rows,
     numpy_vectors,
 )
-from crossmodal.store import upkeep
 from crossmodal.store.upkeep import FTS_COLUMNS
 from crossmodal.store.where import label_set_is, path_in, sql_string, where_clause
 
