@@ -131,6 +131,13 @@ def _fingerprint(spec: ModelSpec) -> str:
     return "local@sha256:" + hashlib.sha256("".join(digests).encode()).hexdigest()[:16]
 
 
+def identity_of_saved(folder: Path, trained_from: ModelIdentity) -> ModelIdentity:
+    """The identity of a model folder just written from a model with `trained_from`'s
+    dimension and preprocessing: what `load_encoder(folder)` will report."""
+    spec = parse_model_spec(str(folder))
+    return ModelIdentity(spec.text, _fingerprint(spec), trained_from.dim, trained_from.preprocess)
+
+
 def _describe_preprocess(cfg: dict[str, Any]) -> str:
     size = cfg.get("size")
     parts = [

@@ -51,7 +51,7 @@ class Filters:
     before: datetime | None = None  # taken strictly before
     min_width: int | None = None  # pixels, upright
     min_height: int | None = None
-    orientation: Orientation | None = None  # a str ("portrait") is accepted and converted
+    orientation: Orientation | str | None = None  # a str ("portrait") is checked and converted
     types: tuple[str, ...] = ()  # file types, e.g. ("jpg", "png"); any of them; kept as formats
     label: str | None = None  # the label `classify --all` stored for the photo
     sql: str | None = None  # raw SQL on the image table's columns (escape hatch)

@@ -283,7 +283,9 @@ def _file_fields(file: ImageFile) -> dict[str, Any]:
 
 
 def _moved_row(old: ImageRow, file: ImageFile) -> ImageRow:
-    return replace(old, **_file_fields(file))
+    # without an EXIF date, the date filters go by the file's time, which may have been fixed
+    taken = old.taken_at if old.captured_at else datetime.fromtimestamp(file.mtime_ns / 1e9)
+    return replace(old, **_file_fields(file), taken_at=taken)
 
 
 def _row(file: ImageFile, decoded: Prepared) -> ImageRow:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from crossmodal.captions import CaptionedSet
-from crossmodal.encoder import ClipEncoder, save_model_dir
+from crossmodal.encoder import ClipEncoder, identity_of_saved, save_model_dir
 from crossmodal.errors import TrainingError
 
 if TYPE_CHECKING:
@@ -286,6 +286,8 @@ def finetune(
     finally:
         model.eval()
     _save(model, model_cfg, output, config)
+    # the trained object now makes other vectors: it must not pass for the model it started as
+    encoder.identity = identity_of_saved(output, encoder.identity)
     return FinetuneResult(
         output=output,
         steps=step,

@@ -160,3 +160,19 @@ def test_progress_reports_each_batch(photos, tmp_path, encoder):
     )
     assert [(e.done, e.total) for e in events] == [(4, 6), (6, 6)]
     assert all(e.images_per_second > 0 for e in events)
+
+
+def test_a_touched_photo_without_exif_dates_by_its_new_file_time(photos, tmp_path, encoder):
+    import os
+    from datetime import datetime
+
+    from crossmodal.filters import Filters, parse_date
+
+    store = Store.open(tmp_path / "db", create=True)
+    index_folder(photos, store, encoder)
+    when = datetime(2018, 5, 1).timestamp()
+    os.utime(photos / "red.jpg", (when, when))  # e.g. `touch -d` to fix a wrong date
+    report = index_folder(photos, store, encoder)
+    assert report.encoded == 0 and report.unchanged == 6
+    old = store.images(encoder.identity).rows(Filters(before=parse_date("2019")))
+    assert [row.name for row in old] == ["red.jpg"]

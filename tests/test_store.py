@@ -89,3 +89,14 @@ def test_damaged_table_files_give_a_store_error_with_the_fix(tmp_path: Path):
     assert "--rebuild" in str(info.value)
     with pytest.raises(StoreError, match="--rebuild"):
         damaged.rows()
+
+
+def test_a_missing_text_table_is_named_as_the_user_names_it(tmp_path: Path):
+    from crossmodal.errors import TableNotFoundError
+
+    store = Store.open(tmp_path / "db", create=True)
+    with pytest.raises(TableNotFoundError) as info:
+        store.texts("descriptions", IDENTITY)
+    assert info.value.table == "descriptions"
+    assert str(info.value).startswith("no table 'descriptions' in database")
+    assert "--table descriptions" in str(info.value)

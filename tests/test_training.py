@@ -97,3 +97,13 @@ def test_learning_rate_warms_up_then_decays_to_the_floor() -> None:
     assert [lr_at(s, 12, config) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
     assert lr_at(8, 12, config) == pytest.approx(0.1 + 0.45 * (1 + math.cos(math.pi / 2)))
     assert lr_at(12, 12, config) == pytest.approx(0.1)
+
+
+def test_the_trained_object_takes_the_saved_models_identity(
+    shapes: CaptionedSet, tmp_path: Path
+) -> None:
+    before = create_encoder_from_config(TINY, seed=0).identity
+    _, trained = train(shapes, tmp_path / "model", max_steps=2)
+    loaded = load_encoder(str(tmp_path / "model"), EncoderConfig(device="cpu", precision="fp32"))
+    assert trained.identity == loaded.identity
+    assert not trained.identity.compatible_with(before)  # a table of the old model refuses it

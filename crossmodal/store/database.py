@@ -121,7 +121,8 @@ class Store:
                     f"load texts first: `crossmodal labels add FILE --db {self.db_dir} "
                     f"--table {name[len(TEXT_PREFIX) :]}`"
                 )
-            raise TableNotFoundError(name, str(self.db_dir), fix)
+            shown = name if name == IMAGES else name[len(TEXT_PREFIX) :]  # as the user names it
+            raise TableNotFoundError(shown, str(self.db_dir), fix)
         try:
             return self._db.open_table(name)
         except Exception as exc:
