@@ -97,7 +97,7 @@ def model_spec(requested: str | None) -> str:
     if not (path / "open_clip_model.safetensors").exists():
         import open_clip
 
-        from crossmodal.encoder import create_model_from_config, save_model_dir
+        from crossmodal.model.encoder import create_model_from_config, save_model_dir
 
         config = open_clip.get_model_config("ViT-B-32")
         save_model_dir(create_model_from_config(config, seed=0), config, path)
@@ -127,7 +127,7 @@ class Naive:
     def __init__(self, spec: str, device: str) -> None:
         import open_clip
 
-        from crossmodal.models import parse_model_spec
+        from crossmodal.model.specs import parse_model_spec
 
         parsed = parse_model_spec(spec)
         self.model, _, self.preprocess = open_clip.create_model_and_transforms(
@@ -175,7 +175,7 @@ def warm_up(naive: Naive, encoder: Any) -> None:
 
 
 def throughput(args: argparse.Namespace) -> None:
-    from crossmodal.encoder import EncoderConfig, load_encoder
+    from crossmodal.model.encoder import EncoderConfig, load_encoder
 
     width, height = args.size
     folder = photo_folder(width, height, args.count)
@@ -235,7 +235,7 @@ def tree_rss(root: int) -> int:
 
 def memory_run(args: argparse.Namespace) -> None:
     """One indexing run in this fresh process; prints peak tree RSS as JSON."""
-    from crossmodal.encoder import EncoderConfig, load_encoder
+    from crossmodal.model.encoder import EncoderConfig, load_encoder
 
     width, height = args.size
     folder = photo_folder(width, height, args.count)
@@ -289,8 +289,8 @@ def memory(args: argparse.Namespace) -> None:
 
 def agreement(args: argparse.Namespace) -> None:
     """How far bf16/fp16 and draft decoding move vectors and rankings from fp32 full decoding."""
-    from crossmodal.encoder import EncoderConfig, load_encoder
-    from crossmodal.images import decode_image
+    from crossmodal.media.images import decode_image
+    from crossmodal.model.encoder import EncoderConfig, load_encoder
 
     spec = model_spec(args.model)
     folders = [photo_folder(1024, 768, args.count), photo_folder(4000, 3000, args.count_large)]

@@ -27,10 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from crossmodal.models import ModelIdentity
-from crossmodal.records import ImageRow, IndexPolicy
+from crossmodal.model.specs import ModelIdentity
 from crossmodal.store import ImageTable, Store
 from crossmodal.store import database as store_database
+from crossmodal.store.records import ImageRow, IndexPolicy
 
 DIM = 512
 LATENT = 64  # intrinsic dimension of the clustered vectors
@@ -250,7 +250,7 @@ def cli_benchmark(args: argparse.Namespace) -> None:
     """Wall time of `crossmodal search` in a fresh process: imports, model load, query."""
     from PIL import Image
 
-    from crossmodal.encoder import create_model_from_config, save_model_dir
+    from crossmodal.model.encoder import create_model_from_config, save_model_dir
 
     config = {
         "embed_dim": 32,

@@ -19,28 +19,28 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     # models and encoders
-    "load_encoder": "crossmodal.encoder",
-    "EncoderConfig": "crossmodal.encoder",
-    "ClipEncoder": "crossmodal.encoder",
-    "parse_model_spec": "crossmodal.models",
-    "ModelSpec": "crossmodal.models",
-    "ModelIdentity": "crossmodal.models",
-    "Encoder": "crossmodal.models",
-    "DEFAULT_MODEL": "crossmodal.models",
-    "SHIPPED_MODEL": "crossmodal.models",
+    "load_encoder": "crossmodal.model.encoder",
+    "EncoderConfig": "crossmodal.model.encoder",
+    "ClipEncoder": "crossmodal.model.encoder",
+    "parse_model_spec": "crossmodal.model.specs",
+    "ModelSpec": "crossmodal.model.specs",
+    "ModelIdentity": "crossmodal.model.specs",
+    "Encoder": "crossmodal.model.specs",
+    "DEFAULT_MODEL": "crossmodal.model.specs",
+    "SHIPPED_MODEL": "crossmodal.model.specs",
     # files and images
-    "discover": "crossmodal.files",
-    "ImageFile": "crossmodal.files",
-    "FailedFile": "crossmodal.files",
-    "decode_image": "crossmodal.images",
-    "DecodedImage": "crossmodal.images",
-    "write_sample": "crossmodal.synthetic",
-    "SampleFolder": "crossmodal.synthetic",
+    "discover": "crossmodal.media.files",
+    "ImageFile": "crossmodal.media.files",
+    "FailedFile": "crossmodal.media.files",
+    "decode_image": "crossmodal.media.images",
+    "DecodedImage": "crossmodal.media.images",
+    "write_sample": "crossmodal.evaluate.synthetic",
+    "SampleFolder": "crossmodal.evaluate.synthetic",
     # the database
     "Store": "crossmodal.store",
     "ImageRow": "crossmodal.store",
-    "IndexPolicy": "crossmodal.records",
-    "IndexState": "crossmodal.records",
+    "IndexPolicy": "crossmodal.store.records",
+    "IndexState": "crossmodal.store.records",
     # indexing
     "index_folder": "crossmodal.indexing",
     "IndexConfig": "crossmodal.indexing",
@@ -51,32 +51,32 @@ _EXPORTS = {
     "SearchHit": "crossmodal.search",
     "SearchOptions": "crossmodal.search",
     "TextHit": "crossmodal.search",
-    "Query": "crossmodal.query",
-    "parse_query": "crossmodal.query",
-    "Filters": "crossmodal.filters",
-    "Orientation": "crossmodal.filters",
-    "parse_date": "crossmodal.filters",
-    "find_duplicates": "crossmodal.duplicates",
-    "DuplicateGroup": "crossmodal.duplicates",
+    "Query": "crossmodal.search.query",
+    "parse_query": "crossmodal.search.query",
+    "Filters": "crossmodal.store.filters",
+    "Orientation": "crossmodal.store.filters",
+    "parse_date": "crossmodal.store.filters",
+    "find_duplicates": "crossmodal.search.duplicates",
+    "DuplicateGroup": "crossmodal.search.duplicates",
     # labels and captions (text tables)
-    "add_texts": "crossmodal.labels",
-    "read_texts": "crossmodal.labels",
-    "label_index": "crossmodal.classification",
-    "LabelReport": "crossmodal.classification",
+    "add_texts": "crossmodal.search.labels",
+    "read_texts": "crossmodal.search.labels",
+    "label_index": "crossmodal.search.classification",
+    "LabelReport": "crossmodal.search.classification",
     # evaluation and fine-tuning
-    "evaluate_retrieval": "crossmodal.evaluation",
-    "read_captions": "crossmodal.captions",
-    "finetune": "crossmodal.training",
-    "FinetuneConfig": "crossmodal.training",
+    "evaluate_retrieval": "crossmodal.evaluate.evaluation",
+    "read_captions": "crossmodal.media.captions",
+    "finetune": "crossmodal.model.training",
+    "FinetuneConfig": "crossmodal.model.training",
     # errors
     "CrossmodalError": "crossmodal.errors",
-    "DatabaseBusyError": "crossmodal.lock",
+    "DatabaseBusyError": "crossmodal.store.lock",
     "FilterError": "crossmodal.errors",
     "ImageDecodeError": "crossmodal.errors",
     "ModelLoadError": "crossmodal.errors",
     "ModelMismatchError": "crossmodal.errors",
     "ModelSpecError": "crossmodal.errors",
-    "QuerySyntaxError": "crossmodal.query",
+    "QuerySyntaxError": "crossmodal.search.query",
     "StoreError": "crossmodal.errors",
     "TableNotFoundError": "crossmodal.errors",
 }
@@ -138,10 +138,6 @@ __all__ = [
 ]  # = sorted(_EXPORTS); a literal, so type checkers see the exports
 
 if TYPE_CHECKING:  # what mypy and editors see; at run time each name loads on first use
-    from crossmodal.captions import read_captions
-    from crossmodal.classification import LabelReport, label_index
-    from crossmodal.duplicates import DuplicateGroup, find_duplicates
-    from crossmodal.encoder import ClipEncoder, EncoderConfig, load_encoder
     from crossmodal.errors import (
         CrossmodalError,
         FilterError,
@@ -152,14 +148,14 @@ if TYPE_CHECKING:  # what mypy and editors see; at run time each name loads on f
         StoreError,
         TableNotFoundError,
     )
-    from crossmodal.evaluation import evaluate_retrieval
-    from crossmodal.files import FailedFile, ImageFile, discover
-    from crossmodal.filters import Filters, Orientation, parse_date
-    from crossmodal.images import DecodedImage, decode_image
+    from crossmodal.evaluate.evaluation import evaluate_retrieval
+    from crossmodal.evaluate.synthetic import SampleFolder, write_sample
     from crossmodal.indexing import IndexConfig, IndexProgress, IndexReport, index_folder
-    from crossmodal.labels import add_texts, read_texts
-    from crossmodal.lock import DatabaseBusyError
-    from crossmodal.models import (
+    from crossmodal.media.captions import read_captions
+    from crossmodal.media.files import FailedFile, ImageFile, discover
+    from crossmodal.media.images import DecodedImage, decode_image
+    from crossmodal.model.encoder import ClipEncoder, EncoderConfig, load_encoder
+    from crossmodal.model.specs import (
         DEFAULT_MODEL,
         SHIPPED_MODEL,
         Encoder,
@@ -167,12 +163,16 @@ if TYPE_CHECKING:  # what mypy and editors see; at run time each name loads on f
         ModelSpec,
         parse_model_spec,
     )
-    from crossmodal.query import Query, QuerySyntaxError, parse_query
-    from crossmodal.records import IndexPolicy, IndexState
+    from crossmodal.model.training import FinetuneConfig, finetune
     from crossmodal.search import Searcher, SearchHit, SearchOptions, TextHit
+    from crossmodal.search.classification import LabelReport, label_index
+    from crossmodal.search.duplicates import DuplicateGroup, find_duplicates
+    from crossmodal.search.labels import add_texts, read_texts
+    from crossmodal.search.query import Query, QuerySyntaxError, parse_query
     from crossmodal.store import ImageRow, Store
-    from crossmodal.synthetic import SampleFolder, write_sample
-    from crossmodal.training import FinetuneConfig, finetune
+    from crossmodal.store.filters import Filters, Orientation, parse_date
+    from crossmodal.store.lock import DatabaseBusyError
+    from crossmodal.store.records import IndexPolicy, IndexState
 
 
 def __getattr__(name: str) -> Any:

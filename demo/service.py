@@ -20,13 +20,13 @@ import numpy as np
 from PIL import Image
 
 from crossmodal.errors import CrossmodalError, ImageDecodeError, StoreError
-from crossmodal.filters import Filters, parse_date
-from crossmodal.images import decode_image
 from crossmodal.indexing import IndexConfig, IndexProgress, IndexReport, index_folder
-from crossmodal.models import Encoder
-from crossmodal.query import Query, parse_query
+from crossmodal.media.images import decode_image
+from crossmodal.model.specs import Encoder
 from crossmodal.search import Searcher, SearchHit, SearchOptions, TextHit, zero_shot
+from crossmodal.search.query import Query, parse_query
 from crossmodal.store import TEXT_PREFIX, ImageRow, Store
+from crossmodal.store.filters import Filters, parse_date
 
 from .thumbnails import PREVIEW_SIZE, Thumbnails
 

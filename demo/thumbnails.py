@@ -17,7 +17,7 @@ from pathlib import Path
 from PIL import Image
 
 from crossmodal.errors import ImageDecodeError
-from crossmodal.images import decode_image
+from crossmodal.media.images import decode_image
 from crossmodal.store import ImageRow
 
 log = logging.getLogger(__name__)

@@ -19,12 +19,12 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from crossmodal.captions import CaptionedSet, read_captions
-from crossmodal.encoder import EncoderConfig, create_encoder_from_config, load_encoder
-from crossmodal.evaluation import compression_study, encode_captioned_set, retrieval_report
-from crossmodal.models import SHIPPED_MODEL_DIR
-from crossmodal.synthetic import ShapesSplits, write_shapes_dataset
-from crossmodal.training import FinetuneConfig, TrainStep, finetune
+from crossmodal.evaluate.evaluation import compression_study, encode_captioned_set, retrieval_report
+from crossmodal.evaluate.synthetic import ShapesSplits, write_shapes_dataset
+from crossmodal.media.captions import CaptionedSet, read_captions
+from crossmodal.model.encoder import EncoderConfig, create_encoder_from_config, load_encoder
+from crossmodal.model.specs import SHIPPED_MODEL_DIR
+from crossmodal.model.training import FinetuneConfig, TrainStep, finetune
 
 # A small convolutional image tower (open_clip's ModifiedResNet, chosen by a list of `layers`) on
 # the full 64 px renderings: convolutions learn shape within a few hundred steps, and the attention
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         "recipe": {
             "architecture": ARCHITECTURE,
             "stages": [asdict(stage) for stage in STAGES],
-            "data": {"seed": args.seed, "generator": "crossmodal.synthetic.write_shapes_dataset"},
+            "data": {"seed": args.seed, "generator": "crossmodal.evaluate.synthetic.write_shapes_dataset"},
         },
         "training": stages,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, "

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from crossmodal.models import ModelIdentity
+from crossmodal.model.specs import ModelIdentity
 
 COLOURS = {
     "red": (220, 30, 30),
@@ -104,7 +104,7 @@ TINY_CONFIG = {
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random-weight open_clip model in open_clip's local directory format."""
-    from crossmodal.encoder import create_model_from_config, save_model_dir
+    from crossmodal.model.encoder import create_model_from_config, save_model_dir
 
     path = tmp_path_factory.mktemp("models") / "tiny"
     return save_model_dir(create_model_from_config(TINY_CONFIG, seed=0), TINY_CONFIG, path)

@@ -6,10 +6,10 @@ from datetime import datetime
 import numpy as np
 import pytest
 
-from crossmodal.filters import Filters
-from crossmodal.models import ModelIdentity
-from crossmodal.records import ImageRow, IndexPolicy
+from crossmodal.model.specs import ModelIdentity
 from crossmodal.store import Store
+from crossmodal.store.filters import Filters
+from crossmodal.store.records import ImageRow, IndexPolicy
 
 DIM = 16
 IDENTITY = ModelIdentity("synthetic", "synthetic", DIM, "none")

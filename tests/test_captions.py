@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from crossmodal.captions import read_captions, read_class_folders
 from crossmodal.errors import DatasetError, MissingImagesError
+from crossmodal.media.captions import read_captions, read_class_folders
 
 
 def solid(path: Path, colour: str) -> Path:

@@ -9,7 +9,7 @@ from conftest import ColourEncoder, make_image
 
 import crossmodal.cli.options as options
 from crossmodal.cli import main
-from crossmodal.encoder import resolve_precision
+from crossmodal.model.encoder import resolve_precision
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from crossmodal.cli.training import group
-from crossmodal.models import SHIPPED_MODEL_DIR
-from crossmodal.synthetic import Scene, write_captioned_set, write_class_folders
+from crossmodal.evaluate.synthetic import Scene, write_captioned_set, write_class_folders
+from crossmodal.model.specs import SHIPPED_MODEL_DIR
 
 pytest.importorskip("torch")
 

@@ -6,9 +6,9 @@ from conftest import make_image
 from test_search import names, searcher  # noqa: F401  (the indexed-photos fixture)
 
 from crossmodal.errors import CrossmodalError
-from crossmodal.filters import Filters
-from crossmodal.query import Query
 from crossmodal.search import SearchOptions
+from crossmodal.search.query import Query
+from crossmodal.store.filters import Filters
 
 
 def test_weighted_sum_of_texts(searcher):

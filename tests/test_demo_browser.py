@@ -79,7 +79,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path | 
     from conftest import ColourEncoder
 
     from crossmodal.indexing import index_folder
-    from crossmodal.labels import add_texts
+    from crossmodal.search.labels import add_texts
     from crossmodal.store import Store
 
     base = tmp_path_factory.mktemp("site")

@@ -3,13 +3,13 @@
 import pytest
 from conftest import make_image
 
-from crossmodal.classification import label_index
-from crossmodal.duplicates import find_duplicates
-from crossmodal.filters import Filters
 from crossmodal.indexing import index_folder
-from crossmodal.labels import add_texts
 from crossmodal.search import Searcher, SearchOptions
+from crossmodal.search.classification import label_index
+from crossmodal.search.duplicates import find_duplicates
+from crossmodal.search.labels import add_texts
 from crossmodal.store import Store
+from crossmodal.store.filters import Filters
 
 
 @pytest.fixture

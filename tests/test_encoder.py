@@ -9,9 +9,9 @@ import pytest
 from conftest import TINY_CONFIG, make_image
 from PIL import Image
 
-from crossmodal.encoder import EncoderConfig, load_encoder, resolve_precision
 from crossmodal.errors import ModelLoadError
-from crossmodal.images import decode_image
+from crossmodal.media.images import decode_image
+from crossmodal.model.encoder import EncoderConfig, load_encoder, resolve_precision
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +74,7 @@ def test_identity_records_model_dimension_and_preprocessing(clip, tiny_model_dir
 
 
 def test_different_weights_have_different_fingerprints(tiny_model_dir, tmp_path, clip):
-    from crossmodal.encoder import create_model_from_config, save_model_dir
+    from crossmodal.model.encoder import create_model_from_config, save_model_dir
 
     other = save_model_dir(
         create_model_from_config(TINY_CONFIG, seed=1), TINY_CONFIG, tmp_path / "other"

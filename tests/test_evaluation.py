@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from crossmodal.models import ModelIdentity
+from crossmodal.model.specs import ModelIdentity
 
 FAKE_COLOURS = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255)}
 
@@ -52,8 +52,7 @@ def solid(path: Path, colour: str) -> Path:
     return path
 
 
-from crossmodal.captions import read_captions, read_class_folders  # noqa: E402
-from crossmodal.evaluation import (  # noqa: E402
+from crossmodal.evaluate.evaluation import (  # noqa: E402
     compression_study,
     default_dims,
     encode_captioned_set,
@@ -62,6 +61,7 @@ from crossmodal.evaluation import (  # noqa: E402
     first_hit_ranks,
     recall_metrics,
 )
+from crossmodal.media.captions import read_captions, read_class_folders  # noqa: E402
 
 
 def captioned_set(tmp_path: Path) -> Path:

@@ -3,7 +3,7 @@ from pathlib import Path
 
 from conftest import make_image
 
-from crossmodal.files import discover
+from crossmodal.media.files import discover
 
 
 def test_discovers_images_recursively_sorted(photos: Path):
@@ -47,7 +47,7 @@ def test_broken_symlink_and_loop_are_reported_not_fatal(tmp_path: Path):
 
 
 def test_heic_without_its_plugin_is_reported_as_unsupported_by_name(tmp_path: Path, monkeypatch):
-    import crossmodal.files as files
+    import crossmodal.media.files as files
 
     monkeypatch.setattr(files, "supported_suffixes", lambda: files.IMAGE_SUFFIXES)
     (tmp_path / "phone.heic").write_bytes(b"x")

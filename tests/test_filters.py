@@ -8,9 +8,9 @@ import pytest
 from conftest import make_image
 
 from crossmodal.errors import CrossmodalError, FilterError, StoreError
-from crossmodal.filters import Filters, Orientation, parse_date
 from crossmodal.indexing import index_folder
 from crossmodal.store import Store
+from crossmodal.store.filters import Filters, Orientation, parse_date
 from crossmodal.store.where import where_clause
 
 

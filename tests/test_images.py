@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from crossmodal.errors import ImageDecodeError
-from crossmodal.images import decode_image, to_rgb
+from crossmodal.media.images import decode_image, to_rgb
 
 
 def _exif_rotated(path: Path, orientation: int) -> Path:

@@ -166,7 +166,7 @@ def test_a_touched_photo_without_exif_dates_by_its_new_file_time(photos, tmp_pat
     import os
     from datetime import datetime
 
-    from crossmodal.filters import Filters, parse_date
+    from crossmodal.store.filters import Filters, parse_date
 
     store = Store.open(tmp_path / "db", create=True)
     index_folder(photos, store, encoder)

@@ -17,9 +17,9 @@ from conftest import NAMES, RELIABILITY, ColourEncoder, make_image
 from crossmodal_demo.service import DemoService
 
 from crossmodal.indexing import IndexConfig, index_folder
-from crossmodal.lock import DatabaseBusyError, WriterLock
 from crossmodal.search import Searcher, SearchOptions
 from crossmodal.store import Store
+from crossmodal.store.lock import DatabaseBusyError, WriterLock
 
 TESTS = Path(__file__).parent
 RUNNER = """
@@ -137,7 +137,7 @@ def test_lock_of_a_killed_writer_is_released(tmp_path: Path):
             sys.executable,
             "-c",
             (
-                "import sys, time; from crossmodal.lock import WriterLock\n"
+                "import sys, time; from crossmodal.store.lock import WriterLock\n"
                 f"l = WriterLock({str(tmp_path)!r}).__enter__(); print('locked', flush=True); "
                 "time.sleep(60)"
             ),

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from crossmodal.errors import ModelSpecError
-from crossmodal.models import SpecKind, default_model_spec, parse_model_spec
+from crossmodal.model.specs import SpecKind, default_model_spec, parse_model_spec
 
 
 @pytest.mark.parametrize(

@@ -11,10 +11,15 @@ import pytest
 from conftest import ColourEncoder
 from PIL import Image
 
-from crossmodal.encoder import EncoderConfig, cpu_has_native_bf16, load_encoder, resolve_precision
-from crossmodal.images import PixelRecipe, decode_image, to_pixels
 from crossmodal.indexing import IndexConfig, index_folder
-from crossmodal.pipeline import Job, PipelineConfig, prepare_stream, worker_count
+from crossmodal.indexing.pipeline import Job, PipelineConfig, prepare_stream, worker_count
+from crossmodal.media.images import PixelRecipe, decode_image, to_pixels
+from crossmodal.model.encoder import (
+    EncoderConfig,
+    cpu_has_native_bf16,
+    load_encoder,
+    resolve_precision,
+)
 from crossmodal.store import Store
 
 
@@ -120,7 +125,7 @@ def test_workers_read_no_further_ahead_than_the_lookahead(tmp_path):
 def test_closing_the_stream_early_decodes_nothing_more(tmp_path):
     paths = [_photo(tmp_path / f"{i:02}.jpg", i, (64, 48)) for i in range(40)]
     opened: list[str] = []
-    import crossmodal.pipeline as pipeline
+    import crossmodal.indexing.pipeline as pipeline
 
     real = pipeline.read_image_bytes
 
@@ -232,7 +237,7 @@ def test_native_bf16_is_read_from_cpu_flags(cpuinfo, expected):
 
 
 def test_auto_precision_follows_the_hardware(monkeypatch):
-    import crossmodal.encoder as encoder_module
+    import crossmodal.model.encoder as encoder_module
 
     assert resolve_precision("cuda", "auto") == "fp16"
     assert resolve_precision("mps", "auto") == "fp32"

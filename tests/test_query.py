@@ -2,7 +2,7 @@
 
 import pytest
 
-from crossmodal.query import Query, QuerySyntaxError, Term, is_composed, parse_query
+from crossmodal.search.query import Query, QuerySyntaxError, Term, is_composed, parse_query
 
 T = Term
 

@@ -110,9 +110,9 @@ def test_mypy_sees_real_types_in_the_readme_example(tmp_path):
     )
     revealed = re.findall(r'Revealed type is "(.*)"', done.stdout)
     assert len(revealed) == 3, done.stdout
-    assert "list[crossmodal.search.SearchHit]" in revealed[0]
-    assert revealed[1].endswith("tuple[crossmodal.files.FailedFile, ...]")
-    assert revealed[2] == "crossmodal.encoder.ClipEncoder"
+    assert revealed[0].endswith("-> list[crossmodal.search.searcher.SearchHit]")
+    assert revealed[1].endswith("tuple[crossmodal.media.files.FailedFile, ...]")
+    assert revealed[2] == "crossmodal.model.encoder.ClipEncoder"
     assert "error" not in done.stdout, done.stdout
 
 

@@ -17,8 +17,8 @@ import pytest
 from conftest import RELIABILITY, ColourEncoder, make_image
 from PIL import Image
 
-from crossmodal.images import heif_supported
 from crossmodal.indexing import IndexConfig, index_folder
+from crossmodal.media.images import heif_supported
 from crossmodal.store import Store
 
 BIG_FOLDER = 10_000
@@ -196,7 +196,7 @@ def test_messy_library_is_indexed_or_reported_file_by_file(tmp_path: Path):
 
 
 def test_rotated_photo_has_the_vector_of_the_upright_one(tmp_path: Path, tiny_model_dir: Path):
-    from crossmodal.encoder import EncoderConfig, load_encoder
+    from crossmodal.model.encoder import EncoderConfig, load_encoder
 
     upright = _noise((64, 48), 7)
     upright.save(tmp_path / "upright.png")
@@ -234,7 +234,7 @@ def test_unreadable_file_is_reported_with_permission_reason(tmp_path: Path):
 
 def test_read_errors_become_reasons_not_exceptions(tmp_path: Path):
     from crossmodal.errors import ImageDecodeError
-    from crossmodal.images import decode_image
+    from crossmodal.media.images import decode_image
 
     (tmp_path / "folder.jpg").mkdir()
     with pytest.raises(ImageDecodeError, match="cannot read file: Is a directory"):

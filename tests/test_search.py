@@ -4,11 +4,11 @@ from conftest import COLOURS, make_image
 from PIL import Image
 
 from crossmodal.errors import CrossmodalError, ModelMismatchError
-from crossmodal.filters import Filters
 from crossmodal.indexing import index_folder
-from crossmodal.labels import add_texts, read_texts
 from crossmodal.search import Searcher, SearchOptions, zero_shot
+from crossmodal.search.labels import add_texts, read_texts
 from crossmodal.store import Store
+from crossmodal.store.filters import Filters
 
 
 @pytest.fixture

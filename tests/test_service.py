@@ -24,8 +24,8 @@ from PIL import Image
 
 from crossmodal.errors import CrossmodalError
 from crossmodal.indexing import index_folder
-from crossmodal.labels import add_texts
 from crossmodal.search import Searcher
+from crossmodal.search.labels import add_texts
 from crossmodal.store import Store
 from crossmodal.store.where import where_clause
 

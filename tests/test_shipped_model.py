@@ -8,16 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from crossmodal.captions import read_captions
-from crossmodal.models import SHIPPED_MODEL_DIR
-from crossmodal.synthetic import all_scenes, novel_scenes, write_captioned_set
+from crossmodal.evaluate.synthetic import all_scenes, novel_scenes, write_captioned_set
+from crossmodal.media.captions import read_captions
+from crossmodal.model.specs import SHIPPED_MODEL_DIR
 
 pytest.importorskip("torch")
 
 
 @pytest.fixture(scope="module")
 def encoder():
-    from crossmodal.encoder import EncoderConfig, load_encoder
+    from crossmodal.model.encoder import EncoderConfig, load_encoder
 
     return load_encoder(str(SHIPPED_MODEL_DIR), EncoderConfig(device="cpu", precision="fp32"))
 
@@ -41,7 +41,7 @@ def test_shipped_model_is_small_and_in_open_clip_format() -> None:
 
 @pytest.fixture(scope="module")
 def heldout_report(encoder, heldout):
-    from crossmodal.evaluation import encode_captioned_set, retrieval_report
+    from crossmodal.evaluate.evaluation import encode_captioned_set, retrieval_report
 
     encoded = encode_captioned_set(encoder, read_captions(heldout), match="label")
     return encoded, retrieval_report(encoded, match="label")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from crossmodal.errors import ModelMismatchError, StoreError, TableNotFoundError
-from crossmodal.models import ModelIdentity
+from crossmodal.model.specs import ModelIdentity
 from crossmodal.store import Store
 from crossmodal.store.where import sql_string
 
@@ -75,7 +75,7 @@ def test_damaged_table_files_give_a_store_error_with_the_fix(tmp_path: Path):
     table = store.images(IDENTITY, create=True)
     from datetime import datetime
 
-    from crossmodal.records import ImageRow
+    from crossmodal.store.records import ImageRow
 
     now = datetime(2024, 1, 1)
     row = ImageRow("/p/a.jpg", "/p", "a.jpg", ".jpg", 1, 1, "h", 1, 1, "JPEG", None, now, now)

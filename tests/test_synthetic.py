@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from crossmodal.captions import read_captions, read_class_folders
-from crossmodal.synthetic import (
+from crossmodal.evaluate.synthetic import (
     COLOURS,
     Scene,
     all_scenes,
@@ -20,6 +19,7 @@ from crossmodal.synthetic import (
     write_sample_collection,
     write_shapes_dataset,
 )
+from crossmodal.media.captions import read_captions, read_class_folders
 
 
 def test_captions_name_every_attribute_with_the_right_article() -> None:

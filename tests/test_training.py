@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from crossmodal.captions import CaptionedSet, read_captions
-from crossmodal.encoder import EncoderConfig, create_encoder_from_config, load_encoder
 from crossmodal.errors import TrainingError
-from crossmodal.synthetic import all_scenes, write_captioned_set
-from crossmodal.training import FinetuneConfig, FinetuneResult, clip_loss, finetune, lr_at
+from crossmodal.evaluate.synthetic import all_scenes, write_captioned_set
+from crossmodal.media.captions import CaptionedSet, read_captions
+from crossmodal.model.encoder import EncoderConfig, create_encoder_from_config, load_encoder
+from crossmodal.model.training import FinetuneConfig, FinetuneResult, clip_loss, finetune, lr_at
 
 torch = pytest.importorskip("torch")
 

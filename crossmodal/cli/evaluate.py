@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from crossmodal.cli.options import err, friendly_errors, out
-from crossmodal.models import MODEL_ENV_VAR, default_model_spec
+from crossmodal.model.specs import MODEL_ENV_VAR, default_model_spec
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -128,9 +128,9 @@ def eval_command(
 
     Run it before and after `crossmodal finetune` to see what the fine-tune bought.
     """
-    import crossmodal.evaluation as evaluation
-    from crossmodal.captions import read_captions, read_class_folders
-    from crossmodal.encoder import EncoderConfig, load_encoder
+    import crossmodal.evaluate.evaluation as evaluation
+    from crossmodal.media.captions import read_captions, read_class_folders
+    from crossmodal.model.encoder import EncoderConfig, load_encoder
 
     if captions is None and classes_dir is None:
         raise click.UsageError("give a CAPTIONS file, --classes DIR, or both")

@@ -21,7 +21,7 @@ from crossmodal.cli.options import (
     print_json,
 )
 from crossmodal.indexing import IndexConfig, IndexProgress, IndexReport, index_folder
-from crossmodal.models import SHIPPED_MODEL
+from crossmodal.model.specs import SHIPPED_MODEL
 from crossmodal.store import IMAGES, TEXT_PREFIX, Store
 
 
@@ -139,7 +139,7 @@ def print_report(report: IndexReport, device: str, precision: str) -> None:
 @friendly_errors
 def info(db_dir: Path, as_json: bool) -> None:
     """Which model built the database, its dimension, row counts, and the device in use."""
-    from crossmodal.encoder import resolve_device, resolve_precision
+    from crossmodal.model.encoder import resolve_device, resolve_precision
 
     store = Store.open(db_dir)
     tables = [store.info(name) for name in store.table_names()]
@@ -186,7 +186,7 @@ def info(db_dir: Path, as_json: bool) -> None:
 def models(pattern: str, as_json: bool) -> None:
     """List the ARCH:PRETRAINED pairs open_clip can download (needs internet on first use),
     and the model this package ships (works offline)."""
-    from crossmodal.encoder import list_pretrained
+    from crossmodal.model.encoder import list_pretrained
 
     specs = [f"{arch}:{tag}" for arch, tag in list_pretrained() if pattern.lower() in arch.lower()]
     if pattern.lower() in SHIPPED_MODEL:
@@ -216,7 +216,7 @@ def sample(folder: Path, count: int, seed: int, as_json: bool) -> None:
     The shapes are what the shipped offline model (`--model shapes-tiny`) understands.
     Does nothing when FOLDER already holds images.
     """
-    from crossmodal.synthetic import write_sample
+    from crossmodal.evaluate.synthetic import write_sample
 
     written = write_sample(folder, count, seed)
     if as_json:

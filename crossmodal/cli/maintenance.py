@@ -64,7 +64,7 @@ def optimize(build: bool, db_dir: Path, as_json: bool) -> None:
 def duplicates(threshold: float, db_dir: Path, as_json: bool, **filters: object) -> None:
     """Groups of near-identical photos. The first of each group is the one to keep (most
     pixels, then largest file). Nothing is deleted."""
-    from crossmodal.duplicates import find_duplicates
+    from crossmodal.search.duplicates import find_duplicates
 
     store = Store.open(db_dir)
     table = store.images(store.info(IMAGES).model)

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.text import Text
 
 from crossmodal.errors import CrossmodalError, TableNotFoundError
-from crossmodal.models import MODEL_ENV_VAR, default_model_spec
+from crossmodal.model.specs import MODEL_ENV_VAR, default_model_spec
 from crossmodal.store import IMAGES, Store
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -91,7 +91,7 @@ def choose_model(store: Store | None, explicit: str | None, table: str = IMAGES)
 
 
 def load(model_spec: str, device: str, precision: str, batch_size: int) -> Any:
-    from crossmodal.encoder import EncoderConfig, load_encoder
+    from crossmodal.model.encoder import EncoderConfig, load_encoder
 
     with err.status(f"loading model {model_spec} ..."):
         return load_encoder(model_spec, EncoderConfig(device, precision, batch_size))

@@ -18,10 +18,7 @@ from crossmodal.cli.options import (
     print_json,
 )
 from crossmodal.errors import CrossmodalError
-from crossmodal.filters import Filters, parse_date
-from crossmodal.labels import DEFAULT_TABLE, add_texts, read_texts
-from crossmodal.models import Encoder
-from crossmodal.query import Query, parse_query
+from crossmodal.model.specs import Encoder
 from crossmodal.search import (
     MAX_K,
     MAX_OFFSET,
@@ -31,7 +28,10 @@ from crossmodal.search import (
     TextHit,
     zero_shot,
 )
+from crossmodal.search.labels import DEFAULT_TABLE, add_texts, read_texts
+from crossmodal.search.query import Query, parse_query
 from crossmodal.store import TEXT_PREFIX, Store, row_dict
+from crossmodal.store.filters import Filters, parse_date
 
 image_path = click.Path(exists=True, dir_okay=False, path_type=Path)
 
@@ -280,7 +280,7 @@ def classify(
     if image is None:
         raise click.UsageError("give an IMAGE to classify, or --all to label the whole index")
     if inline is not None:
-        from crossmodal.images import decode_image
+        from crossmodal.media.images import decode_image
 
         candidates = [t.strip() for t in inline.split(",") if t.strip()]
         if not candidates:
@@ -303,7 +303,7 @@ def _existing(db_dir: Path) -> Store | None:
 def label_all(
     store: Store, encoder: Encoder, table: str, relabel: bool, folder: str | None, as_json: bool
 ) -> None:
-    from crossmodal.classification import label_index
+    from crossmodal.search.classification import label_index
 
     report = label_index(store, encoder, table, filters=Filters(folder=folder), relabel=relabel)
     if as_json:

@@ -1,6 +1,6 @@
 """CLI command that trains models: finetune (contrastive fine-tuning, or training from scratch).
 
-Arguments in, `crossmodal.training.finetune` called, a model folder and a loss summary out.
+Arguments in, `crossmodal.model.training.finetune` called, a model folder and a loss summary out.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from crossmodal.cli.evaluate import (
     eval_command,
 )
 from crossmodal.cli.options import err, friendly_errors, out
-from crossmodal.models import default_model_spec
+from crossmodal.model.specs import default_model_spec
 
 
 @click.command("finetune")
@@ -94,15 +94,15 @@ def finetune_command(
     as_json: bool,
 ) -> None:
     """Fine-tune a model with CLIP's contrastive loss on CAPTIONS (CSV or JSONL), in fp32."""
-    from crossmodal.captions import read_captions
-    from crossmodal.encoder import (
+    from crossmodal.media.captions import read_captions
+    from crossmodal.model.encoder import (
         EncoderConfig,
         create_encoder_from_config,
         load_encoder,
         model_config_of,
         resolve_device,
     )
-    from crossmodal.training import FinetuneConfig, TrainStep, finetune
+    from crossmodal.model.training import FinetuneConfig, TrainStep, finetune
 
     if model_spec and scratch_config:
         raise click.UsageError("give --model or --from-scratch, not both")

@@ -4,7 +4,8 @@ Tables remember which model made their vectors (in the Arrow schema metadata) an
 written or searched with another. Callers get and give typed rows, never LanceDB objects.
 """
 
-from crossmodal.records import (
+from crossmodal.store.database import FILE_FORMAT, IMAGES, TEXT_PREFIX, Store
+from crossmodal.store.records import (
     LABEL_FIELDS,
     META_KEY,
     SCHEMA_VERSION,
@@ -20,7 +21,6 @@ from crossmodal.records import (
     row_dict,
     text_schema,
 )
-from crossmodal.store.database import FILE_FORMAT, IMAGES, TEXT_PREFIX, Store
 from crossmodal.store.tables import ImageTable, TextTable
 from crossmodal.store.upkeep import FTS_COLUMNS, SCALAR_INDEXES
 

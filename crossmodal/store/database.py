@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from crossmodal.errors import ModelMismatchError, StoreError, TableNotFoundError
-from crossmodal.models import ModelIdentity
-from crossmodal.records import (
+from crossmodal.model.specs import ModelIdentity
+from crossmodal.store.records import (
     META_KEY,
     SCHEMA_VERSION,
     IndexPolicy,

@@ -16,9 +16,9 @@ import pyarrow as pa
 
 import crossmodal.store.upkeep as upkeep
 from crossmodal.errors import CrossmodalError, StoreError
-from crossmodal.filters import Filters
-from crossmodal.models import ModelIdentity
-from crossmodal.records import (
+from crossmodal.model.specs import ModelIdentity
+from crossmodal.store.filters import Filters
+from crossmodal.store.records import (
     LABEL_FIELDS,
     ImageRow,
     IndexPolicy,

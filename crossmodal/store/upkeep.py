@@ -10,7 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 from crossmodal.errors import CrossmodalError
-from crossmodal.records import IndexPolicy, IndexState
+from crossmodal.store.records import IndexPolicy, IndexState
 
 FTS_COLUMNS = ("name", "folder", "label")  # what keyword (hybrid) search reads
 SCALAR_INDEXES = {"path": "btree", "taken_at": "btree", "format": "bitmap", "label": "bitmap"}

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
-from crossmodal.filters import Filters, Orientation
+from crossmodal.store.filters import Filters, Orientation
 
 _ORIENTATION_SQL = {
     Orientation.LANDSCAPE: "width > height",

@@ -15,9 +15,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from crossmodal.captions import CaptionedSet
-from crossmodal.encoder import ClipEncoder, identity_of_saved, save_model_dir
 from crossmodal.errors import TrainingError
+from crossmodal.media.captions import CaptionedSet
+from crossmodal.model.encoder import ClipEncoder, identity_of_saved, save_model_dir
 
 if TYPE_CHECKING:
     import torch

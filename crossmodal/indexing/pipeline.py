@@ -21,14 +21,14 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from crossmodal.errors import ImageDecodeError
-from crossmodal.images import (
+from crossmodal.media.images import (
     PixelRecipe,
     content_hash,
     decode_bytes,
     read_image_bytes,
     to_pixels,
 )
-from crossmodal.models import Encoder
+from crossmodal.model.specs import Encoder
 
 log = logging.getLogger(__name__)
 

@@ -17,12 +17,12 @@ import numpy as np
 from PIL import Image
 
 from crossmodal.errors import CrossmodalError
-from crossmodal.filters import Filters
-from crossmodal.images import decode_image
-from crossmodal.labels import CAPTIONS_TABLE, DEFAULT_TABLE
-from crossmodal.models import Encoder
-from crossmodal.query import Query, parse_query
+from crossmodal.media.images import decode_image
+from crossmodal.model.specs import Encoder
+from crossmodal.search.labels import CAPTIONS_TABLE, DEFAULT_TABLE
+from crossmodal.search.query import Query, parse_query
 from crossmodal.store import IMAGES, ImageRow, ImageTable, Store
+from crossmodal.store.filters import Filters
 
 MAX_K = 10_000  # hits per page
 MAX_OFFSET = 2**31 - 1  # LanceDB takes the offset as a 32-bit count

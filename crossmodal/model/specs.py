@@ -23,7 +23,7 @@ DEFAULT_MODEL = "ViT-B-32:laion2b_s34b_b79k"
 # The small model this package ships (9 MB): it understands the sample folder of coloured shapes
 # that `crossmodal sample` writes, and works offline. Named by this spec, found in the package.
 SHIPPED_MODEL = "shapes-tiny"
-SHIPPED_MODEL_DIR = Path(__file__).parent / "assets" / SHIPPED_MODEL
+SHIPPED_MODEL_DIR = Path(__file__).parent.parent / "assets" / SHIPPED_MODEL
 MODEL_ENV_VAR = "CROSSMODAL_MODEL"
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 
@@ -155,7 +155,7 @@ class ModelIdentity:
 
 
 class Encoder(Protocol):
-    """What indexing and search need from an encoder; `crossmodal.encoder.ClipEncoder` is the real one.
+    """What indexing and search need from an encoder; `crossmodal.model.encoder.ClipEncoder` is the real one.
 
     Both methods return float32 arrays of shape (n, dim) whose rows have unit L2 norm.
     """

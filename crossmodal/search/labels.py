@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from crossmodal.errors import CrossmodalError
-from crossmodal.models import Encoder
+from crossmodal.model.specs import Encoder
 from crossmodal.store import Store
 
 DEFAULT_TABLE = "labels"  # the text table of labels, for classification

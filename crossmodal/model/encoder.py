@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from crossmodal.errors import ModelLoadError
-from crossmodal.images import RESIZE_MODES, PixelRecipe, to_pixels
-from crossmodal.models import ModelIdentity, ModelSpec, SpecKind, parse_model_spec
+from crossmodal.media.images import RESIZE_MODES, PixelRecipe, to_pixels
+from crossmodal.model.specs import ModelIdentity, ModelSpec, SpecKind, parse_model_spec
 
 if TYPE_CHECKING:
     import torch

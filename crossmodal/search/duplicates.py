@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from crossmodal.errors import CrossmodalError
-from crossmodal.filters import Filters
 from crossmodal.store import ImageRow, ImageTable
+from crossmodal.store.filters import Filters
 
 DEFAULT_THRESHOLD = 0.95  # same scene, re-encoded, resized or lightly edited; bursts land above
 

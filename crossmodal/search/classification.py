@@ -15,10 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from crossmodal.errors import CrossmodalError
-from crossmodal.filters import Filters
-from crossmodal.labels import DEFAULT_TABLE
-from crossmodal.models import Encoder
+from crossmodal.model.specs import Encoder
+from crossmodal.search.labels import DEFAULT_TABLE
 from crossmodal.store import Store
+from crossmodal.store.filters import Filters
 
 
 @dataclass(frozen=True)

@@ -20,11 +20,7 @@ import numpy as np
 from PIL import Image
 
 from crossmodal.errors import CrossmodalError
-from crossmodal.files import FailedFile, ImageFile, discover
-from crossmodal.images import PixelRecipe
-from crossmodal.lock import WriterLock
-from crossmodal.models import Encoder
-from crossmodal.pipeline import (
+from crossmodal.indexing.pipeline import (
     Job,
     PipelineConfig,
     PixelEncoder,
@@ -33,7 +29,11 @@ from crossmodal.pipeline import (
     prepare,
     prepare_stream,
 )
+from crossmodal.media.files import FailedFile, ImageFile, discover
+from crossmodal.media.images import PixelRecipe
+from crossmodal.model.specs import Encoder
 from crossmodal.store import ImageRow, ImageTable, Store
+from crossmodal.store.lock import WriterLock
 
 log = logging.getLogger(__name__)
 

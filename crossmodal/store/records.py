@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from crossmodal.models import ModelIdentity
+from crossmodal.model.specs import ModelIdentity
 
 SCHEMA_VERSION = 1
 META_KEY = b"crossmodal"

@@ -1,6 +1,6 @@
 """Evaluation: retrieval recall both ways, zero-shot accuracy, and what smaller vectors cost.
 
-Takes any `Encoder` and an image set from `crossmodal.captions`; returns frozen reports.
+Takes any `Encoder` and an image set from `crossmodal.media.captions`; returns frozen reports.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from crossmodal.captions import CaptionedSet, ClassFolderSet
-from crossmodal.models import Encoder
+from crossmodal.media.captions import CaptionedSet, ClassFolderSet
+from crossmodal.model.specs import Encoder
 
 DEFAULT_KS = (1, 5, 10)
 DEFAULT_TEMPLATES = ("a photo of a {}.",)

@@ -75,7 +75,7 @@ class Discovery:
 
 def supported_suffixes() -> frozenset[str]:
     """Suffixes we can decode now: the built-in ones plus those whose plugin is installed."""
-    from crossmodal.images import heif_supported
+    from crossmodal.media.images import heif_supported
 
     return IMAGE_SUFFIXES | ({".heic", ".heif"} if heif_supported() else set())
 

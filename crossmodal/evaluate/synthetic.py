@@ -178,7 +178,7 @@ def write_captioned_set(
     """Render `per_scene` images of each scene into `folder/images/` and write `folder/name`.
 
     The captions file is a CSV with columns image, caption, label (one row per caption, image
-    paths relative to the folder); `crossmodal.captions.read_captions` reads it back.
+    paths relative to the folder); `crossmodal.media.captions.read_captions` reads it back.
     """
     rng = random.Random(seed)
     images_dir = folder / "images"
