@@ -73,12 +73,6 @@ class ImageRow:
     indexed_at: datetime
 
 
-@dataclass(frozen=True)
-class TextRow:
-    text: str
-    added_at: datetime
-
-
 def image_schema(dim: int, identity: ModelIdentity) -> pa.Schema:
     return pa.schema(
         [

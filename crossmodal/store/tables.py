@@ -103,10 +103,6 @@ class _Table:
         except (ValueError, RuntimeError) as exc:
             raise _filter_error(where, exc) from exc
 
-    def refresh(self) -> None:
-        """See writes made by other processes since this table was last used."""
-        self._lance.checkout_latest()
-
     def _nearest(
         self,
         vector: np.ndarray,
