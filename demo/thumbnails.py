@@ -17,6 +17,7 @@ from pathlib import Path
 from PIL import Image
 
 from crossmodal.errors import ImageDecodeError
+from crossmodal.media.files import open_path
 from crossmodal.media.images import decode_image
 from crossmodal.store import ImageRow
 
@@ -48,7 +49,7 @@ class Thumbnails:
         if target.is_file():
             return Thumbnail(target)
         try:
-            decoded = decode_image(row.path, min_side=size)
+            decoded = decode_image(open_path(row.path), min_side=size)
         except ImageDecodeError as exc:
             log.warning("no thumbnail for %s: %s", row.path, exc.reason)
             return Thumbnail(None, exc.reason)

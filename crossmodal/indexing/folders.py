@@ -29,7 +29,7 @@ from crossmodal.indexing.pipeline import (
     prepare,
     prepare_stream,
 )
-from crossmodal.media.files import FailedFile, ImageFile, discover
+from crossmodal.media.files import FailedFile, ImageFile, discover, printable_path
 from crossmodal.media.images import PixelRecipe
 from crossmodal.model.specs import Encoder
 from crossmodal.store import ImageRow, ImageTable, Store
@@ -126,12 +126,13 @@ def _index_folder(
     if config.rebuild:
         store.drop("images")
     table = store.images(encoder.identity, create=True)
-    plan = _plan(table, root_path, found.files)
+    plan = _plan(table, root_path, found.files, found.unlisted)
     run = _Run(table, encoder, plan, _vanished_records(table, plan))
     run.failed.extend(found.failed)
     recipe = pixel_recipe(encoder)
     jobs = [
-        Job(f.path, plan.stored[f.path][2] if f.path in plan.stored else None) for f in plan.todo
+        Job(f.open_path, plan.stored[f.path][2] if f.path in plan.stored else None)
+        for f in plan.todo
     ]
     # without a recipe the threads hold whole decoded images: keep just one batch in flight
     lookahead = max(config.lookahead, config.batch_size) if recipe else config.batch_size
@@ -145,7 +146,11 @@ def _index_folder(
                 elapsed = time.perf_counter() - started
                 on_progress(IndexProgress(done, len(plan.todo), run.encoded / max(elapsed, 1e-9)))
     on_disk = {f.path for f in found.files}
-    gone = [p for p in plan.stored if p not in on_disk and p not in run.consumed]
+    gone = [
+        p
+        for p in plan.stored
+        if p not in on_disk and p not in run.consumed and not _inside(p, found.unlisted)
+    ]
     table.delete_paths(gone + list(run.consumed) + run.failed_stored)
     if config.maintain:
         # a table built from Python searches as fast as one built by the CLI
@@ -192,7 +197,7 @@ class _Run:
         pixels: list[np.ndarray] = []
         own = self.table.records_for([f.path for f in batch if f.path in self.plan.stored])
         for file, result in zip(batch, results, strict=True):
-            assert file.path == result.path, "the pipeline yields results in job order"
+            assert file.open_path == result.path, "the pipeline yields results in job order"
             if result.pixels is None and result.error is None:
                 old = _reusable_record(file, result.content_hash, own, self.vanished, self.consumed)
                 if old is not None:
@@ -201,7 +206,7 @@ class _Run:
                     self.counts["moved" if old[0].path != file.path else "touched"] += 1
                     continue
                 # a second copy of a moved photo: the vector went to the first, so decode this one
-                result = prepare(Job(file.path), recipe, frozenset())
+                result = prepare(Job(file.open_path), recipe, frozenset())
             if result.error is not None or result.pixels is None:
                 reason = result.error or "no pixels"
                 log.warning("skipped %s: %s", file.path, reason)
@@ -225,14 +230,21 @@ class _Run:
         return self.encoder.encode_images([Image.fromarray(p) for p in pixels])
 
 
-def _plan(table: ImageTable, root: Path, files: Sequence[ImageFile]) -> _Plan:
-    prefix = str(root) + os.sep
+def _inside(path: str, folders: Sequence[str]) -> bool:
+    """Whether `path` lies in one of `folders` (whose contents could not be listed)."""
+    return any(path.startswith(folder.rstrip(os.sep) + os.sep) for folder in folders)
+
+
+def _plan(
+    table: ImageTable, root: Path, files: Sequence[ImageFile], unlisted: Sequence[str] = ()
+) -> _Plan:
+    prefix = printable_path(str(root)) + os.sep
     stored = {p: v for p, v in table.stored_files().items() if p.startswith(prefix)}
     todo = [f for f in files if stored.get(f.path, (None, None))[:2] != (f.size, f.mtime_ns)]
     on_disk = {f.path for f in files}
     vanished: dict[str, list[str]] = {}
     for path, (_, _, digest) in stored.items():
-        if path not in on_disk:
+        if path not in on_disk and not _inside(path, unlisted):  # unknown is not vanished
             vanished.setdefault(digest, []).append(path)
     return _Plan(todo, stored, vanished)
 

@@ -7,6 +7,7 @@ read it reports as a failed file with the reason.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,9 +52,37 @@ UNSUPPORTED_SUFFIXES = {
 class ImageFile:
     """An image file found on disk, before it is read."""
 
-    path: str  # absolute path under the resolved root folder
+    path: str  # absolute path under the resolved root folder, printable (see `printable_path`)
     size: int  # bytes
     mtime_ns: int  # modification time, nanoseconds since the epoch
+    source: str | None = None  # the name to open when it differs from `path` (not UTF-8)
+
+    @property
+    def open_path(self) -> str:
+        return self.source or self.path
+
+
+def printable_path(path: str) -> str:
+    """A path as text that every tool can print and store: itself when it is valid UTF-8 (nearly
+    always); else the bytes that are not UTF-8 written as backslash escapes (`caf\\xe9.jpg`),
+    which `open_path` turns back into the name on disk."""
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+_ESCAPE = re.compile(rb"\\x([0-9a-f]{2})")
+
+
+def open_path(printable: str) -> str:
+    """The name on disk of a path from `printable_path`: the text itself when such a file exists,
+    else its escapes decoded back to the original bytes."""
+    if "\\x" not in printable or os.path.lexists(printable):
+        return printable
+    raw = _ESCAPE.sub(lambda m: bytes([int(m.group(1), 16)]), printable.encode("utf-8"))
+    return os.fsdecode(raw)
 
 
 @dataclass(frozen=True)
@@ -71,6 +100,9 @@ class FailedFile:
 class Discovery:
     files: tuple[ImageFile, ...]
     failed: tuple[FailedFile, ...]
+    # folders that could not be opened or listed (permissions, a share that hiccuped): what they
+    # hold is unknown, so nothing stored under them may be taken for deleted
+    unlisted: tuple[str, ...] = ()
 
 
 def supported_suffixes() -> frozenset[str]:
@@ -96,27 +128,35 @@ def discover(
     suffixes = supported_suffixes()
     files: list[ImageFile] = []
     failed: list[FailedFile] = []
+    unlisted: list[str] = []
     for entry, error in _walk(root_path.resolve(), include_hidden):
         if error is not None:
-            failed.append(FailedFile(entry, error))
+            failed.append(FailedFile(printable_path(entry), error))
+            if error.startswith(_FOLDER_ERRORS):
+                unlisted.append(printable_path(entry))
             continue
         suffix = os.path.splitext(entry)[1].lower()
         if suffix not in suffixes:
             if suffix in UNSUPPORTED_SUFFIXES:
                 reason = f"unsupported format {suffix} ({UNSUPPORTED_SUFFIXES[suffix]})"
-                failed.append(FailedFile(entry, reason))
+                failed.append(FailedFile(printable_path(entry), reason))
             continue
         try:
             stat = os.stat(entry)
         except OSError as exc:
-            failed.append(FailedFile(entry, f"cannot stat: {exc.strerror or exc}"))
+            failed.append(FailedFile(printable_path(entry), f"cannot stat: {exc.strerror or exc}"))
             continue
-        files.append(ImageFile(entry, stat.st_size, stat.st_mtime_ns))
+        shown = printable_path(entry)
+        source = None if shown == entry else entry
+        files.append(ImageFile(shown, stat.st_size, stat.st_mtime_ns, source))
         if on_progress and len(files) % 500 == 0:
             on_progress(len(files))
     files.sort(key=lambda f: f.path)
     failed.sort(key=lambda s: s.path)
-    return Discovery(tuple(files), tuple(failed))
+    return Discovery(tuple(files), tuple(failed), tuple(sorted(unlisted)))
+
+
+_FOLDER_ERRORS = ("cannot open folder", "cannot list folder")
 
 
 def _walk(root: Path, include_hidden: bool) -> Iterator[tuple[str, str | None]]:

@@ -121,6 +121,7 @@ class PixelRecipe:
 
 
 RESIZE_MODES = ("shortest", "squash")
+MAX_ASPECT = 8  # longer side / shorter side kept before resizing (panoramas are 2-6)
 _FILTERS = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
 
 
@@ -133,8 +134,19 @@ def to_pixels(image: Image.Image, recipe: PixelRecipe) -> np.ndarray:
         if (w, h) != (width, height):
             image = image.resize((width, height), resample)
         return np.asarray(image, np.uint8)
-    # torchvision's rule for Resize(int): the shorter side becomes `height`, the longer is floored
     short, long = (w, h) if w <= h else (h, w)
+    if long > MAX_ASPECT * short:
+        # A 50,000 x 1 strip would be scaled to 11 million x 224 pixels before the crop keeps
+        # its middle: keep only a middle band first, so memory follows the model input. Below
+        # this aspect the result is open_clip's to the bit; above it, the same middle region.
+        band = MAX_ASPECT * short
+        if w > h:
+            image = image.crop(((w - band) // 2, 0, (w - band) // 2 + band, h))
+        else:
+            image = image.crop((0, (h - band) // 2, w, (h - band) // 2 + band))
+        w, h = image.size
+        long = band
+    # torchvision's rule for Resize(int): the shorter side becomes `height`, the longer is floored
     new_short, new_long = height, int(height * long / short)
     new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
     if (new_w, new_h) != (w, h):

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from crossmodal.errors import CrossmodalError
+from crossmodal.media.files import printable_path
 from crossmodal.media.images import decode_image
 from crossmodal.model.specs import Encoder
 from crossmodal.search.labels import CAPTIONS_TABLE, DEFAULT_TABLE
@@ -135,7 +136,7 @@ class Searcher:
         self, path: str | os.PathLike[str], options: SearchOptions | None = None
     ) -> list[SearchHit]:
         """More like this: neighbours of a photo already in the index, the photo left out."""
-        key = str(Path(path).expanduser().resolve())
+        key = printable_path(str(Path(path).expanduser().resolve()))
         record = self.images.get(key)
         if record is None:
             raise CrossmodalError(f"{key} is not in the index; search with it by_image instead")
@@ -206,7 +207,7 @@ class Searcher:
         stored = {}
         for term in query.terms:
             if term.image is not None and term.image not in stored:
-                record = self.images.get(str(Path(term.image).resolve()))
+                record = self.images.get(printable_path(str(Path(term.image).resolve())))
                 if record is not None:
                     stored[term.image] = record[1]
         to_encode = list(

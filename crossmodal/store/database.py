@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,18 @@ TEXT_PREFIX = "text_"
 # format, width, height) so that reading one row decodes a whole page: at 1M rows, fetching
 # the 13 columns of 10 hits took 18-25 ms in 2.2 and 4 ms in 2.1 (benchmarks/search_latency.py).
 FILE_FORMAT = "2.1"
+
+
+_TABLE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+
+
+def check_text_table_name(name: str) -> None:
+    """Text table names become folder names in the database: letters, digits, - and _ only."""
+    if not _TABLE_NAME.fullmatch(name):
+        raise StoreError(
+            f"text table name {name!r} cannot be used: write 1 to 64 letters, digits, '-' or '_', "
+            "starting with a letter or digit, e.g. --table captions"
+        )
 
 
 class Store:
@@ -92,6 +105,7 @@ class Store:
         return ImageTable(self._table(IMAGES, schema, identity, create), identity, self.policy)
 
     def texts(self, name: str, identity: ModelIdentity, *, create: bool = False) -> TextTable:
+        check_text_table_name(name)
         schema = text_schema(identity.dim, identity)
         table = self._table(TEXT_PREFIX + name, schema, identity, create)
         return TextTable(table, identity, self.policy)
