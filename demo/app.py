@@ -9,14 +9,16 @@ from __future__ import annotations
 import functools
 import html
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import gradio as gr
+from starlette.middleware import Middleware
 
 from crossmodal.errors import CrossmodalError
 from crossmodal.indexing import IndexProgress
 
+from .hosts import HostGuard, allowed_hosts
 from .service import (
     MAX_RESULTS,
     MAX_UPLOAD_BYTES,
@@ -31,6 +33,8 @@ from .service import (
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXTRA_TERMS = 3  # rows of "and also / but not" terms under the text query
+MAX_QUEUE = 64  # requests waiting for a worker; more are refused with "queue is full"
+MAX_SESSIONS = 1_000  # browser sessions whose state is kept (Gradio's default: 10,000)
 ALL_FOLDERS = ""
 
 CSS = """
@@ -171,7 +175,14 @@ def build(service: DemoService, *, allow_indexing: bool = False) -> gr.Blocks:
                         height=260,
                         elem_id="label-upload",
                     )
-                    source = gr.Dropdown([TYPED], value=TYPED, label="Labels from")
+                    # every source known now, so an API client that never loaded the page (and
+                    # its refresh) may name one; a table added later is accepted too
+                    source = gr.Dropdown(
+                        service.text_sources(),
+                        value=TYPED,
+                        label="Labels from",
+                        allow_custom_value=True,
+                    )
                     typed = gr.Textbox(
                         label="Your labels (comma or one per line)",
                         placeholder="a dog, a cat, a beach at sunset, a city at night",
@@ -191,7 +202,12 @@ def build(service: DemoService, *, allow_indexing: bool = False) -> gr.Blocks:
         with gr.Accordion("Filters", open=True), gr.Row():
             k = gr.Slider(1, MAX_RESULTS, value=24, step=1, label="Results")
             min_score = gr.Slider(0, 1, value=0, step=0.01, label="Minimum score")
-            folder = gr.Dropdown([("All folders", ALL_FOLDERS)], value=ALL_FOLDERS, label="Folder")
+            folder = gr.Dropdown(
+                [("All folders", ALL_FOLDERS)],
+                value=ALL_FOLDERS,
+                label="Folder",
+                allow_custom_value=True,  # a folder path or name typed by an API client
+            )
             taken_from = gr.Textbox(label="Taken from", placeholder="2019-06-01")
             taken_until = gr.Textbox(label="Taken until", placeholder="2019-08-31")
             page = gr.Number(1, minimum=1, precision=0, label="Page", elem_id="page")
@@ -257,8 +273,12 @@ def launch(
     allow_indexing: bool = False,
     open_browser: bool = False,
     on_ready: Callable[[str], None] | None = None,
+    extra_hosts: Sequence[str] = (),
 ) -> None:
     """Serve the demo until interrupted; `on_ready` gets the page's address once it answers.
+
+    Requests must be addressed to the host it listens on (and, for loopback, its other loopback
+    names) or to one of `extra_hosts` (a reverse proxy's name): see `hosts.py`.
 
     Gradio serves files only from its upload folder and the folders in `allowed_paths`. Its
     upload folder is pointed at the service's private work folder and `allowed_paths` stays
@@ -269,8 +289,12 @@ def launch(
     os.environ["GRADIO_EXAMPLES_CACHE"] = str(workdir / "examples")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     app = build(service, allow_indexing=allow_indexing)
-    app.queue(default_concurrency_limit=2)
+    # a burst beyond the queue gets Gradio's "queue is full" at once instead of a long wait
+    app.queue(default_concurrency_limit=2, max_size=MAX_QUEUE)
+    allowed = None if share else allowed_hosts(host, extra_hosts)  # a share link has its own name
+    guard = [Middleware(HostGuard, allowed=allowed)] if allowed is not None else []
     app.launch(
+        app_kwargs={"middleware": guard},
         server_name=host,
         server_port=port,
         share=share,
@@ -284,7 +308,16 @@ def launch(
         css=CSS,
         theme=gr.themes.Soft(),
         prevent_thread_lock=True,
+        # sessions beyond this are forgotten, oldest first: memory stays bounded on a long run
+        state_session_capacity=MAX_SESSIONS,
     )
+    if allowed is not None:
+        # outermost as well, so that Gradio's CORS layer never echoes a refused origin; the inner
+        # guard covers the moments before this line
+        server = app.server_app
+        server.middleware_stack = HostGuard(
+            server.middleware_stack or server.build_middleware_stack(), allowed=allowed
+        )
     if on_ready is not None:
         on_ready(str(app.local_url))
     app.block_thread()

@@ -398,6 +398,7 @@ def test_demo_command_loads_the_tables_model_once_and_stays_on_this_machine(
         "allow_indexing": True,
         "open_browser": False,
         "on_ready": options["on_ready"],
+        "extra_hosts": (),
     }
     assert service.encoder.identity.spec == "fake-colours"
     assert not service.workdir.exists()  # the private folder is removed when the demo stops

@@ -41,6 +41,13 @@ from crossmodal.store import Store
     default=None,
     help="Offer an 'Index a folder' tab. Default: on when only this machine can connect.",
 )
+@click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    help="Another host name requests may be addressed to (a reverse proxy's); repeatable. "
+    "Requests naming any other host are refused.",
+)
 @click.option("--open", "open_browser", is_flag=True, help="Open the page in a web browser.")
 @json_option
 @friendly_errors
@@ -54,6 +61,7 @@ def demo(
     port: int | None,
     share: bool,
     allow_indexing: bool | None,
+    allowed_hosts: tuple[str, ...],
     open_browser: bool,
     as_json: bool,
 ) -> None:
@@ -85,6 +93,7 @@ def demo(
                 allow_indexing=allow_indexing,
                 open_browser=open_browser,
                 on_ready=ready,
+                extra_hosts=allowed_hosts,
             )
     finally:
         signal.signal(signal.SIGTERM, previous)
