@@ -52,6 +52,29 @@ class StoreError(CrossmodalError):
     """The database is missing, unreadable, or not a crossmodal database."""
 
 
+class DiskFullError(StoreError):
+    """A write found no space left on the disk that holds the database."""
+
+    def __init__(self, db: str) -> None:
+        self.db = db
+        super().__init__(
+            f"the disk holding {db} is full (no space left on device). Nothing half-written "
+            "was kept: each write to a table is one commit, and the tables are as they were.\n"
+            "Fix: free space on that disk (or choose a --db on another one), then run the same "
+            "command again"
+        )
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether an error from the OS or from LanceDB means "no space left on device"."""
+    import errno
+
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(exc)
+    return "No space left on device" in text or "os error 28" in text or "Disk quota exceeded" in text
+
+
 class TableNotFoundError(StoreError):
     """A table the caller asked for does not exist yet."""
 

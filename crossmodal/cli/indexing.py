@@ -210,6 +210,7 @@ def models(pattern: str, as_json: bool) -> None:
 )
 @click.option("--seed", default=0, show_default=True)
 @json_option
+@friendly_errors
 def sample(folder: Path, count: int, seed: int, as_json: bool) -> None:
     """Write a small sample photo folder (coloured shapes) with labels.txt and captions.txt.
 

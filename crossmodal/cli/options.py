@@ -111,6 +111,10 @@ def friendly_errors(func: F) -> F:
         except CrossmodalError as exc:
             err.print(Text.assemble(("error: ", "bold red"), str(exc)))
             sys.exit(1)
+        except OSError as exc:  # a file the command itself writes (sample, a full disk)
+            where = f" ({exc.filename})" if exc.filename else ""
+            err.print(Text.assemble(("error: ", "bold red"), f"{exc.strerror or exc}{where}"))
+            sys.exit(1)
 
     return wrapper  # type: ignore[return-value]
 

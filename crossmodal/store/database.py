@@ -11,7 +11,13 @@ import re
 from pathlib import Path
 from typing import Any
 
-from crossmodal.errors import ModelMismatchError, StoreError, TableNotFoundError
+from crossmodal.errors import (
+    DiskFullError,
+    ModelMismatchError,
+    StoreError,
+    TableNotFoundError,
+    is_disk_full,
+)
 from crossmodal.model.specs import ModelIdentity
 from crossmodal.store.records import (
     META_KEY,
@@ -80,6 +86,8 @@ class Store:
             connection = lancedb.connect(str(path))
             return cls(path, connection, policy)
         except Exception as exc:
+            if is_disk_full(exc):
+                raise DiskFullError(str(path)) from exc
             raise StoreError(f"cannot open database {path}: {exc}") from exc
 
     def table_names(self) -> list[str]:
@@ -112,12 +120,17 @@ class Store:
 
     def _table(self, name: str, schema: Any, identity: ModelIdentity, create: bool) -> Any:
         if create and name not in self.table_names():
-            return self._db.create_table(
-                name,
-                schema=schema,
-                exist_ok=True,
-                storage_options={"new_table_data_storage_version": FILE_FORMAT},
-            )
+            try:
+                return self._db.create_table(
+                    name,
+                    schema=schema,
+                    exist_ok=True,
+                    storage_options={"new_table_data_storage_version": FILE_FORMAT},
+                )
+            except (OSError, RuntimeError) as exc:
+                if is_disk_full(exc):
+                    raise DiskFullError(str(self.db_dir)) from exc
+                raise
         table = self._open(name)
         self._check(table, name, identity)
         return table

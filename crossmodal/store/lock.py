@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from crossmodal.errors import CrossmodalError
+from crossmodal.errors import CrossmodalError, DiskFullError, is_disk_full
 
 LOCK_NAME = ".crossmodal-writer.lock"
 
@@ -39,7 +39,12 @@ class WriterLock:
 
     def __enter__(self) -> WriterLock:
         path = self.db_dir / LOCK_NAME
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise DiskFullError(str(self.db_dir)) from exc
+            raise
         deadline = time.monotonic() + self.wait
         while True:
             try:
@@ -52,7 +57,11 @@ class WriterLock:
                     raise DatabaseBusyError(self.db_dir, holder) from None
                 time.sleep(0.1)
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()}, since {time.strftime('%H:%M:%S')}".encode(), 0)
+        try:  # who holds it, for the message another run gets; the flock is the lock itself
+            os.pwrite(fd, f"pid {os.getpid()}, since {time.strftime('%H:%M:%S')}".encode(), 0)
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
         self._fd = fd
         return self
 

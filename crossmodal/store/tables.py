@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 import crossmodal.store.upkeep as upkeep
-from crossmodal.errors import CrossmodalError, StoreError
+from crossmodal.errors import CrossmodalError, DiskFullError, StoreError, is_disk_full
 from crossmodal.model.specs import ModelIdentity
 from crossmodal.store.filters import Filters
 from crossmodal.store.records import (
@@ -54,6 +54,8 @@ def _reports_damage(cls: C) -> C:
             except CrossmodalError:
                 raise
             except (RuntimeError, OSError) as exc:
+                if is_disk_full(exc):
+                    raise DiskFullError(self.db_dir) from exc
                 reason = lance_reason(exc)
                 raise StoreError(
                     f"table {self.name!r} could not be read or written: {reason}\n"
@@ -81,6 +83,7 @@ class _Table:
         self._lance = table
         self.identity = identity
         self.name: str = table.name
+        self.db_dir = str(table.uri).rsplit("/", 1)[0]  # for messages: the folder of the tables
         self.policy = policy or IndexPolicy()
 
     @property
