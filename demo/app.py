@@ -124,7 +124,10 @@ def build(service: DemoService, *, allow_indexing: bool = False) -> gr.Blocks:
             gr.update(choices=sources, value=sources[-1] if len(sources) > 1 else TYPED),
         )
 
-    with gr.Blocks(title="crossmodal photo search", analytics_enabled=False) as app:
+    # uploads older than an hour are deleted every 10 minutes: the work folder cannot fill up
+    with gr.Blocks(
+        title="crossmodal photo search", analytics_enabled=False, delete_cache=(600, 3600)
+    ) as app:
         gr.Markdown("# crossmodal · search your photos by words or by example")
         status = gr.Markdown(elem_id="status")
         selected = gr.State(None)

@@ -38,6 +38,7 @@ def test_non_image_suffixes_are_ignored(tmp_path: Path):
 def test_broken_symlink_and_loop_are_reported_not_fatal(tmp_path: Path):
     make_image(tmp_path / "a" / "ok.jpg", "red")
     (tmp_path / "a" / "dangling.jpg").symlink_to(tmp_path / "missing.jpg")
+    (tmp_path / "a" / "dangling-notes.txt").symlink_to(tmp_path / "missing.txt")  # not a photo
     (tmp_path / "a" / "loop").symlink_to(tmp_path / "a")
     found = discover(tmp_path)
     assert [Path(f.path).name for f in found.files] == ["ok.jpg"]

@@ -159,6 +159,11 @@ def discover(
 _FOLDER_ERRORS = ("cannot open folder", "cannot list folder")
 
 
+def _looks_like_a_photo(name: str) -> bool:
+    suffix = os.path.splitext(name)[1].lower()
+    return suffix in IMAGE_SUFFIXES or suffix in UNSUPPORTED_SUFFIXES or suffix in (".heic", ".heif")
+
+
 def _walk(root: Path, include_hidden: bool) -> Iterator[tuple[str, str | None]]:
     """Yield (file path, None) for regular files, (path, reason) for entries that cannot be used."""
     seen_dirs: set[tuple[int, int]] = set()
@@ -189,7 +194,8 @@ def _walk(root: Path, include_hidden: bool) -> Iterator[tuple[str, str | None]]:
                 elif entry.is_file(follow_symlinks=True):
                     yield entry.path, None
                 elif entry.is_symlink() and not os.path.exists(entry.path):
-                    yield entry.path, "broken symlink"
+                    if _looks_like_a_photo(entry.name):  # a dead link to a notes.txt is not news
+                        yield entry.path, "broken symlink"
                 elif os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES:
                     # a FIFO or device named like a photo: opening it could block forever
                     yield entry.path, "not a regular file (pipe, socket or device)"
