@@ -25,7 +25,7 @@ from crossmodal.media.images import decode_image
 from crossmodal.model.specs import Encoder
 from crossmodal.search import Searcher, SearchHit, SearchOptions, TextHit, zero_shot
 from crossmodal.search.query import Query, parse_query
-from crossmodal.store import TEXT_PREFIX, ImageRow, Store
+from crossmodal.store import IMAGES, TEXT_PREFIX, ImageRow, Store
 from crossmodal.store.filters import Filters, parse_date
 
 from .thumbnails import PREVIEW_SIZE, Thumbnails
@@ -170,12 +170,32 @@ class DemoService:
         self.encoder = encoder
         self.workdir = workdir  # private folder for thumbnails (and Gradio's uploads)
         self.thumbnails = Thumbnails(workdir / "thumbnails")
+        self._cached: tuple[tuple[int, ...], Searcher] | None = None
 
     # -- the index ------------------------------------------------------------------------------
 
     def searcher(self) -> Searcher:
-        """A searcher over the index; a typed error saying how to fix it when there is none."""
-        return Searcher(Store.open(self.db_dir), self.encoder)
+        """A searcher over the index; a typed error saying how to fix it when there is none.
+
+        Opened once and reused while the database's tables stay the same ones: new rows from an
+        index run are seen anyway (each table use checks out the latest commit), and a table
+        dropped and made again (`--rebuild`, another model) is noticed by its folder changing.
+        """
+        stamp = self._stamp()
+        cached = self._cached
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        searcher = Searcher(Store.open(self.db_dir), self.encoder)
+        self._cached = (stamp, searcher) if stamp else None
+        return searcher
+
+    def _stamp(self) -> tuple[int, ...]:
+        try:
+            db = os.stat(self.db_dir)
+            images = os.stat(self.db_dir / f"{IMAGES}.lance")
+        except OSError:
+            return ()
+        return (db.st_ino, db.st_mtime_ns, images.st_ino, images.st_ctime_ns)
 
     def status(self) -> Status:
         identity = self.encoder.identity

@@ -426,3 +426,19 @@ def test_the_app_module_is_found_in_a_source_checkout():
         False,
         False,
     ]
+
+
+def test_the_reused_searcher_sees_new_rows_and_a_rebuilt_table(service, photos, tmp_path):
+    from crossmodal.indexing import IndexConfig
+
+    first = service.searcher()
+    assert service.searcher() is first  # opened once while the tables stay the same
+    make_image(photos / "more" / "magenta.png", "magenta")
+    index_folder(photos, Store.open(tmp_path / "db"), ColourEncoder())
+    assert names(service.search_text("magenta", search_options(k=1))) == ["magenta.png"]
+    # the table dropped and made again by another model: refused, not searched with stale state
+    index_folder(
+        photos, Store.open(tmp_path / "db"), ColourEncoder("another"), IndexConfig(rebuild=True)
+    )
+    with pytest.raises(CrossmodalError, match="built with model 'another'"):
+        service.search_text("red", search_options())
