@@ -442,3 +442,18 @@ def test_the_reused_searcher_sees_new_rows_and_a_rebuilt_table(service, photos, 
     )
     with pytest.raises(CrossmodalError, match="built with model 'another'"):
         service.search_text("red", search_options())
+
+
+def test_a_page_number_beyond_any_index_is_one_clear_error():
+    with pytest.raises(CrossmodalError, match="offset must be from 0 to"):
+        search_options(k=24, page=2**40)
+
+
+def test_a_decompression_bomb_upload_is_refused_with_its_reason(service, tmp_path):
+    from test_reliability import _png_header_only
+
+    _png_header_only(tmp_path / "bomb.png", 40_000, 40_000)
+    with pytest.raises(CrossmodalError, match="too large to decode safely"):
+        service.search_image(tmp_path / "bomb.png", search_options())
+    with pytest.raises(CrossmodalError, match="too large to decode safely"):
+        service.labels(tmp_path / "bomb.png", TYPED, "red, blue")
