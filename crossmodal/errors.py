@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 
 class CrossmodalError(Exception):
     """Base class for every error crossmodal raises on purpose."""
@@ -67,12 +69,12 @@ class DiskFullError(StoreError):
 
 def is_disk_full(exc: BaseException) -> bool:
     """Whether an error from the OS or from LanceDB means "no space left on device"."""
-    import errno
-
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return True
     text = str(exc)
-    return "No space left on device" in text or "os error 28" in text or "Disk quota exceeded" in text
+    return (
+        "No space left on device" in text or "os error 28" in text or "Disk quota exceeded" in text
+    )
 
 
 class TableNotFoundError(StoreError):

@@ -8,11 +8,12 @@ added with `crossmodal demo --allowed-host NAME`.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from crossmodal.cli.demo import is_loopback
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 WILDCARD_ADDRESSES = ("0.0.0.0", "::", "")
@@ -24,16 +25,9 @@ def allowed_hosts(host: str, extra: Iterable[str] = ()) -> frozenset[str] | None
     names = {name.strip().lower().strip("[]") for name in extra if name.strip()}
     if host in WILDCARD_ADDRESSES:
         return frozenset(names | set(LOOPBACK_NAMES)) if names else None
-    if host == "localhost" or _is_loopback(host):
+    if is_loopback(host.strip("[]")):
         names |= set(LOOPBACK_NAMES)
     return frozenset(names | {host.lower().strip("[]")})
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def hostname(value: str) -> str:

@@ -12,7 +12,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -148,14 +147,10 @@ def test_the_public_names_are_listed_once_and_all_import():
     assert set(crossmodal.__all__) <= checked  # every public name has a type for mypy
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.mark.slow
 def test_make_demo_with_no_arguments_runs_offline_and_the_demo_answers(tmp_path):
+    from test_demo_browser import free_port
+
     port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "CROSSMODAL_MODEL": ""}
     demo = subprocess.Popen(

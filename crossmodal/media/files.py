@@ -161,7 +161,9 @@ _FOLDER_ERRORS = ("cannot open folder", "cannot list folder")
 
 def _looks_like_a_photo(name: str) -> bool:
     suffix = os.path.splitext(name)[1].lower()
-    return suffix in IMAGE_SUFFIXES or suffix in UNSUPPORTED_SUFFIXES or suffix in (".heic", ".heif")
+    return (
+        suffix in IMAGE_SUFFIXES or suffix in UNSUPPORTED_SUFFIXES or suffix in (".heic", ".heif")
+    )
 
 
 def _walk(root: Path, include_hidden: bool) -> Iterator[tuple[str, str | None]]:

@@ -282,7 +282,9 @@ class ImageTable(_Table):
         """The distinct labels stored by `classify --all`, most common first."""
         if not self.has_labels:
             return []
-        column = self._table.to_arrow().column("label").drop_null()
+        # only the label column: the table's vectors are most of its bytes
+        data = self._table.search().select(["label"]).limit(None).to_arrow()
+        column = data.column("label").drop_null()
         counts = column.value_counts().to_pylist()
         return [c["values"] for c in sorted(counts, key=lambda c: -c["counts"])]
 
