@@ -62,7 +62,7 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
-def _rows(start: int, count: int) -> list[ImageRow]:
+def synthetic_rows(start: int, count: int) -> list[ImageRow]:
     when = datetime(2020, 1, 1)
     return [
         ImageRow(
@@ -97,7 +97,7 @@ def build_table(path: Path, rows: int, vectors: Vectors, file_format: str) -> fl
         started = time.perf_counter()
         for start in range(0, rows, CHUNK):
             count = min(CHUNK, rows - start)
-            table.append(_rows(start, count), vectors.sample(count, seed=1 + start))
+            table.append(synthetic_rows(start, count), vectors.sample(count, seed=1 + start))
         return time.perf_counter() - started
     finally:
         store_database.FILE_FORMAT = previous

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -99,6 +100,21 @@ TINY_CONFIG = {
     "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
     "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
 }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Digests and text exports go to a cache of the run's own, never the user's (the CLI
+    subprocesses the tests start inherit it)."""
+    from crossmodal.model.cache import CACHE_ENV_VAR
+
+    saved = os.environ.get(CACHE_ENV_VAR)
+    os.environ[CACHE_ENV_VAR] = str(tmp_path_factory.mktemp("cache"))
+    yield Path(os.environ[CACHE_ENV_VAR])
+    if saved is None:
+        del os.environ[CACHE_ENV_VAR]
+    else:
+        os.environ[CACHE_ENV_VAR] = saved
 
 
 @pytest.fixture(scope="session")

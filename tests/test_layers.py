@@ -5,6 +5,8 @@ describe. The folders of `crossmodal/` are these levels."""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -103,7 +105,19 @@ def test_only_the_model_modules_import_torch_and_open_clip():
                 names = [node.module]
             if any(n.split(".")[0] in heavy for n in names):
                 importers.add(str(path.relative_to(PACKAGE)))
-    assert importers == {"model/encoder.py", "model/training.py"}
+    assert importers == {"model/encoder.py", "model/training.py", "model/text_export.py"}
+
+
+def test_the_text_search_path_needs_no_torch():
+    """What a text search loads when the model's text tower is exported: no torch, no open_clip
+    (imported in a fresh interpreter, where nothing else has pulled them in)."""
+    code = (
+        "import sys\n"
+        "import crossmodal.cli.searching, crossmodal.model.text_onnx, crossmodal.search\n"
+        "print(sorted(m for m in ('torch', 'open_clip', 'torchvision') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
 
 
 def test_no_gradio_click_rich_or_tqdm_below_the_cli():

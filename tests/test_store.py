@@ -100,3 +100,24 @@ def test_a_missing_text_table_is_named_as_the_user_names_it(tmp_path: Path):
     assert info.value.table == "descriptions"
     assert str(info.value).startswith("no table 'descriptions' in database")
     assert "--table descriptions" in str(info.value)
+
+
+def test_lancedb_loads_without_the_remote_namespace_client_until_it_is_used(tmp_path) -> None:
+    """The REST client a local database never calls is deferred, not removed: the first use of
+    the package runs its real `__init__`, and a table still opens and answers."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from crossmodal.store import Store\n"
+        f"store = Store.open({str(tmp_path / 'db')!r}, create=True)\n"
+        "print('lance_namespace_urllib3_client.api' in sys.modules)\n"
+        "import lance_namespace_urllib3_client as client\n"
+        "print(client.ApiClient.__module__, 'lance_namespace_urllib3_client.api' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split("\n")[:2] == [
+        "False",
+        "lance_namespace_urllib3_client.api_client True",
+    ]

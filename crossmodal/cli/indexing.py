@@ -18,6 +18,7 @@ from crossmodal.cli.options import (
     load,
     model_options,
     out,
+    prepare_text_export,
     print_json,
 )
 from crossmodal.indexing import IndexConfig, IndexProgress, IndexReport, index_folder
@@ -92,6 +93,7 @@ def index(
         print_json(report_dict(report, store))
     else:
         print_report(report, encoder.device, encoder.precision)
+    prepare_text_export(encoder)  # the first text search then starts in about a second
 
 
 def report_dict(report: IndexReport, store: Store) -> dict[str, object]:

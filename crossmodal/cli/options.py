@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.text import Text
 
 from crossmodal.errors import CrossmodalError, TableNotFoundError
+from crossmodal.model.cache import CACHE_ENV_VAR
 from crossmodal.model.specs import MODEL_ENV_VAR, default_model_spec
 from crossmodal.store import IMAGES, Store
 
@@ -95,6 +96,40 @@ def load(model_spec: str, device: str, precision: str, batch_size: int) -> Any:
 
     with err.status(f"loading model {model_spec} ..."):
         return load_encoder(model_spec, EncoderConfig(device, precision, batch_size))
+
+
+def load_text_encoder(model_spec: str, device: str, precision: str, batch_size: int) -> Any:
+    """For a command that encodes only text: the model's exported text tower when there is one
+    (ONNX Runtime, about a second from the shell to the answer, no torch imported) and the
+    device and precision asked for allow it, else the torch model."""
+    if device in ("auto", "cpu") and precision in ("auto", "fp32"):
+        from crossmodal.model.text_onnx import open_text_export
+
+        exported = open_text_export(model_spec)
+        if exported is not None:
+            return exported
+    return load(model_spec, device, precision, batch_size)
+
+
+def prepare_text_export(encoder: Any) -> None:
+    """Export a torch model's text tower once, so later text searches start without torch."""
+    from crossmodal.model.encoder import ClipEncoder
+    from crossmodal.model.text_onnx import export_disabled
+
+    if not isinstance(encoder, ClipEncoder) or export_disabled():
+        return
+    from crossmodal.model.text_export import ensure_text_export, has_text_export
+
+    if has_text_export(encoder):
+        return
+    try:
+        with err.status("preparing the text encoder for fast searches (once per model) ..."):
+            ensure_text_export(encoder)
+    except (CrossmodalError, OSError) as exc:  # the search itself is done: only warn
+        err.print(
+            f"note: could not save the fast text encoder ({exc}); text searches keep loading "
+            f"the full model. Set {CACHE_ENV_VAR} to a writable folder to fix this."
+        )
 
 
 def print_json(data: Any, *, indent: int | None = 2) -> None:

@@ -13,8 +13,10 @@ from crossmodal.cli.options import (
     friendly_errors,
     json_option,
     load,
+    load_text_encoder,
     model_options,
     out,
+    prepare_text_export,
     print_json,
 )
 from crossmodal.errors import CrossmodalError
@@ -144,10 +146,17 @@ def search(
     assert parsed is not None
     options = SearchOptions(k, offset, min_score, build_filters(filters), hybrid)
     store = Store.open(db_dir)
-    encoder = load(choose_model(store, model_spec), device, precision, batch_size)
+    spec = choose_model(store, model_spec)
+    text_only = all(term.image is None for term in parsed.terms)
+    if text_only:
+        encoder = load_text_encoder(spec, device, precision, batch_size)
+    else:
+        encoder = load(spec, device, precision, batch_size)
     searcher = Searcher(store, encoder)
     hits = searcher.search(parsed, options)
     print_hits(hits, as_json, offset, searcher.explain_empty(options) if not hits else None)
+    if text_only:
+        prepare_text_export(encoder)
 
 
 def print_hits(

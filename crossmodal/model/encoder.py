@@ -7,7 +7,6 @@ float32 vectors out, one forward pass per batch.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -21,7 +20,13 @@ import numpy as np
 
 from crossmodal.errors import ModelLoadError
 from crossmodal.media.images import RESIZE_MODES, PixelRecipe, to_pixels
-from crossmodal.model.specs import ModelIdentity, ModelSpec, SpecKind, parse_model_spec
+from crossmodal.model.specs import (
+    ModelIdentity,
+    ModelSpec,
+    SpecKind,
+    fingerprint_of,
+    parse_model_spec,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -107,35 +112,11 @@ def _dtype(precision: str) -> torch.dtype:
     return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
 
 
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
-
-
-def _fingerprint(spec: ModelSpec) -> str:
-    if spec.kind is SpecKind.PRETRAINED:
-        return spec.text
-    if spec.kind is SpecKind.HF_HUB:
-        return spec.text
-    assert spec.path is not None
-    if spec.kind is SpecKind.CHECKPOINT:
-        return f"{spec.arch}@sha256:{_file_digest(spec.path)}"
-    digests = [
-        _file_digest(p)
-        for p in sorted(spec.path.iterdir())
-        if p.suffix in (".safetensors", ".bin", ".pth", ".pt", ".json")
-    ]
-    return "local@sha256:" + hashlib.sha256("".join(digests).encode()).hexdigest()[:16]
-
-
 def identity_of_saved(folder: Path, trained_from: ModelIdentity) -> ModelIdentity:
     """The identity of a model folder just written from a model with `trained_from`'s
     dimension and preprocessing: what `load_encoder(folder)` will report."""
     spec = parse_model_spec(str(folder))
-    return ModelIdentity(spec.text, _fingerprint(spec), trained_from.dim, trained_from.preprocess)
+    return ModelIdentity(spec.text, fingerprint_of(spec), trained_from.dim, trained_from.preprocess)
 
 
 def _describe_preprocess(cfg: dict[str, Any]) -> str:
@@ -288,7 +269,7 @@ def load_encoder(spec: str | ModelSpec, config: EncoderConfig | None = None) -> 
         dim = int(model.encode_text(tokenizer(["a"]).to(device)).shape[-1])
     identity = ModelIdentity(
         spec=parsed.text,
-        fingerprint=_fingerprint(parsed),
+        fingerprint=fingerprint_of(parsed),
         dim=dim,
         preprocess=_describe_preprocess(dict(model.visual.preprocess_cfg)),
     )

@@ -5,6 +5,7 @@ Pure and light: parsing a spec never imports torch, so the CLI can validate `--m
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from crossmodal.errors import ModelSpecError
+from crossmodal.model.cache import file_digest
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -112,6 +114,24 @@ def _local_dir(spec: str, raw: str) -> ModelSpec:
     if not (path / "open_clip_config.json").is_file():
         raise ModelSpecError(spec, f"{path} has no open_clip_config.json")
     return ModelSpec(SpecKind.LOCAL_DIR, str(path), path=path)
+
+
+def fingerprint_of(spec: ModelSpec) -> str:
+    """What identifies the weights a spec loads: the spec for downloads, digests of local files
+    (remembered in the cache while the files are unchanged, so loading does not re-hash them)."""
+    if spec.kind is SpecKind.PRETRAINED:
+        return spec.text
+    if spec.kind is SpecKind.HF_HUB:
+        return spec.text
+    assert spec.path is not None
+    if spec.kind is SpecKind.CHECKPOINT:
+        return f"{spec.arch}@sha256:{file_digest(spec.path)}"
+    digests = [
+        file_digest(p)
+        for p in sorted(spec.path.iterdir())
+        if p.suffix in (".safetensors", ".bin", ".pth", ".pt", ".json")
+    ]
+    return "local@sha256:" + hashlib.sha256("".join(digests).encode()).hexdigest()[:16]
 
 
 def default_model_spec() -> str:

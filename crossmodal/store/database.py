@@ -19,6 +19,7 @@ from crossmodal.errors import (
     is_disk_full,
 )
 from crossmodal.model.specs import ModelIdentity
+from crossmodal.store.importing import import_lancedb
 from crossmodal.store.records import (
     META_KEY,
     SCHEMA_VERSION,
@@ -70,8 +71,7 @@ class Store:
         create: bool = False,
         policy: IndexPolicy | None = None,
     ) -> Store:
-        import lancedb
-
+        lancedb = import_lancedb()
         path = Path(db_dir).expanduser().resolve()
         if not path.exists() and not create:
             raise StoreError(

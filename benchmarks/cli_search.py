@@ -1,0 +1,162 @@
+"""A text search from the shell, as a user waits for it: ViT-B-32, a 10,000-row table, cold processes.
+
+    python benchmarks/cli_search.py              # 5 runs of each path, side by side
+    python benchmarks/cli_search.py --runs 9
+
+Makes a random-weight ViT-B-32 model folder (the same architecture and file size as the
+pretrained one: no download), indexes 64 real JPEGs with it through `crossmodal index`, and
+pads the table to 10,000 rows with unit vectors through `crossmodal.store`. Then, alternating
+run by run so machine load hits both alike, times `crossmodal search "a red bicycle" --db DB`
+(and with --json) in fresh processes:
+- torch: CROSSMODAL_NO_ONNX=1, the full open_clip model (what every search did before);
+- onnx: the exported text tower `crossmodal index` left in the cache.
+For each it prints the median and range of wall time and each process's peak memory, then
+checks that the two paths agree: the same top-10 paths, and the text vectors' cosine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+QUERY = "a red bicycle"
+ROWS = 10_000
+
+
+def timed(command: list[str], env: dict[str, str]) -> tuple[float, float, str]:
+    """Wall seconds, peak resident MB (of this child alone: wait4) and stdout of one process."""
+    started = time.perf_counter()
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert process.stdout is not None
+    stdout = process.stdout.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - started
+    if process.returncode:
+        raise SystemExit(f"{' '.join(command)} exited {process.returncode}")
+    return wall, usage.ru_maxrss / 1024, stdout.decode()
+
+
+def make_model(folder: Path) -> Path:
+    import open_clip
+    import torch
+
+    from crossmodal.model.encoder import save_model_dir
+
+    torch.manual_seed(0)
+    config = open_clip.get_model_config("ViT-B-32")
+    model = open_clip.create_model("ViT-B-32")  # random weights, the pretrained one's shape
+    return save_model_dir(model, config, folder, dict(model.visual.preprocess_cfg))
+
+
+def make_photos(folder: Path, count: int = 64) -> Path:
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        pixels = rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)
+        Image.fromarray(pixels).resize((640, 480), Image.Resampling.BICUBIC).save(
+            folder / f"p{i:03d}.jpg", quality=90
+        )
+    return folder
+
+
+def pad_table(db: Path, rows: int) -> None:
+    """Add synthetic rows (unit vectors, full schema) until the image table holds `rows`."""
+    from search_latency import synthetic_rows
+
+    from crossmodal.store import Store
+
+    store = Store.open(db)
+    identity = store.info("images").model
+    count = rows - store.info("images").rows
+    vectors = np.random.default_rng(1).standard_normal((count, identity.dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    store.images(identity).append(synthetic_rows(0, count), vectors)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--keep", type=Path, help="build (or reuse) the model and table here")
+    args = parser.parse_args()
+    work = args.keep or Path(tempfile.mkdtemp(prefix="crossmodal-cli-search-"))
+    env = {**os.environ, "CROSSMODAL_CACHE": str(work / "cache")}
+    cli = [sys.executable, "-m", "crossmodal"]
+    db = work / "db"
+    try:
+        model = work / "vit-b-32-random"
+        if not (model / "open_clip_model.safetensors").is_file():
+            make_model(model)
+        if not db.exists():
+            started = time.perf_counter()
+            subprocess.run(
+                [*cli, "index", str(make_photos(work / "photos")), "--db", str(db),
+                 "--model", str(model)],
+                check=True, env=env, capture_output=True,
+            )  # fmt: skip
+            print(f"indexed 64 photos and exported the text tower in "
+                  f"{time.perf_counter() - started:.1f} s", flush=True)  # fmt: skip
+            pad_table(db, ROWS)
+        print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
+        paths = {
+            "torch": {**env, "CROSSMODAL_NO_ONNX": "1"},
+            "onnx": env,
+        }
+        figures: dict[str, dict[str, list[float]]] = {}
+        outputs: dict[str, str] = {}
+        for _ in range(args.runs):  # alternate, so load changes hit both paths alike
+            for name, path_env in paths.items():
+                for flag in ((), ("--json",)):
+                    key = f"{name}{' --json' if flag else ''}"
+                    wall, peak, stdout = timed(
+                        [*cli, "search", QUERY, "--db", str(db), *flag], path_env
+                    )
+                    figures.setdefault(key, {"wall": [], "peak": []})
+                    figures[key]["wall"].append(wall)
+                    figures[key]["peak"].append(peak)
+                    outputs[key] = stdout
+        for key, values in figures.items():
+            print(
+                f"{key:13} median {statistics.median(values['wall']):.2f} s "
+                f"(range {min(values['wall']):.2f}-{max(values['wall']):.2f}), "
+                f"peak memory {statistics.median(values['peak']):.0f} MB",
+                flush=True,
+            )
+        torch_top = [h["path"] for h in json.loads(outputs["torch --json"])]
+        onnx_top = [h["path"] for h in json.loads(outputs["onnx --json"])]
+        print(f"same top-10 paths: {torch_top == onnx_top}")
+        print(f"machine load average after: {os.getloadavg()[0]:.2f}")
+        compare_vectors(model, work)
+    finally:
+        if args.keep is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def compare_vectors(model: Path, work: Path) -> None:
+    """Cosine between open_clip's float32 text vectors and the export's, on a few queries."""
+    os.environ["CROSSMODAL_CACHE"] = str(work / "cache")
+    from crossmodal.model.encoder import EncoderConfig, load_encoder
+    from crossmodal.model.text_onnx import open_text_export
+
+    texts = [QUERY, "a photo of a dog", "sunset over the harbour, long exposure", ""]
+    torch_vectors = load_encoder(str(model), EncoderConfig("cpu", "fp32")).encode_texts(texts)
+    exported = open_text_export(str(model))
+    assert exported is not None, "no export was made"
+    cosine = (exported.encode_texts(texts) * torch_vectors).sum(axis=1)
+    print(f"text vectors, export against open_clip fp32: min cosine {cosine.min():.7f}")
+
+
+if __name__ == "__main__":
+    main()

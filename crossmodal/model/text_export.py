@@ -1,0 +1,160 @@
+"""Export an encoder's text tower to ONNX, so a text search needs neither torch nor open_clip.
+
+One folder per model identity in the cache: `text.onnx` (float32, any batch size), the
+tokenizer's merges file, and `export.json` with the identity it was made from and the agreement
+with torch measured when it was made. `crossmodal.model.text_onnx` loads it back.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from crossmodal.errors import ModelLoadError
+from crossmodal.model.encoder import ClipEncoder, EncoderConfig, load_encoder
+from crossmodal.model.specs import ModelIdentity
+from crossmodal.model.text_onnx import FORMAT, MERGES_FILE, OnnxTextEncoder, export_folder
+from crossmodal.model.tokenizer import ClipTokenizer
+
+MIN_COSINE = 0.9999  # an export that agrees less with torch is not written
+PROBES = (
+    "a photo of a dog",
+    "a red circle",
+    "an orange star in the center on a gray background",
+    "Sunset over the HARBOUR, long exposure; 2024",
+    "caf\u00e9 \u6771\u4eac \U0001f303",
+    "",
+    "word " * 90,
+)
+
+
+def _tokenizer_config(encoder: ClipEncoder) -> tuple[Path, int]:
+    """The merges file and context length, if `encoder`'s tokenizer is open_clip's default one."""
+    from open_clip.tokenizer import SimpleTokenizer, default_bpe
+
+    tokenizer = encoder.tokenizer
+    if type(tokenizer) is not SimpleTokenizer or tokenizer.reduction_fn is not None:
+        raise ModelLoadError(
+            f"the text tower of {encoder.identity.spec} uses a {type(tokenizer).__name__}, "
+            "which the ONNX text encoder does not reproduce; searches keep using torch"
+        )
+    return Path(default_bpe()), int(tokenizer.context_length)
+
+
+def export_text_encoder(encoder: ClipEncoder, root: Path | None = None) -> Path:
+    """Write the ONNX export of `encoder`'s text tower (see the module doc); return its folder.
+
+    The export is checked before it is kept: the same tokens as open_clip's tokenizer on probe
+    texts, and vectors with cosine >= MIN_COSINE to torch's float32 ones.
+    """
+    import torch
+
+    merges, context = _tokenizer_config(encoder)
+    ours = ClipTokenizer(merges, context)
+    probes = list(PROBES)
+    reference_tokens = encoder.tokenizer(probes).numpy()
+    if not np.array_equal(ours(probes), reference_tokens):
+        raise ModelLoadError(
+            f"the tokenizer of {encoder.identity.spec} does not match crossmodal's; "
+            "searches keep using torch"
+        )
+    if encoder.precision == "fp32":
+        model = copy.deepcopy(encoder.model).cpu().eval()
+    else:  # weights cast to bf16 or fp16 lost digits: export the float32 weights themselves
+        model = load_encoder(encoder.identity.spec, EncoderConfig("cpu", "fp32")).model
+
+    class TextTower(torch.nn.Module):
+        def __init__(self, clip: Any) -> None:
+            super().__init__()
+            self.clip = clip
+
+        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.normalize(self.clip.encode_text(tokens), dim=-1)
+
+    tower = TextTower(model).eval()
+    tokens = torch.from_numpy(reference_tokens)
+    with torch.inference_mode():
+        expected = tower(tokens).numpy()
+    folder = export_folder(encoder.identity.fingerprint, root)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=folder.parent))
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the tracer's notes on shape checks it fixes
+            torch.onnx.export(
+                tower,
+                (tokens,),
+                str(staging / "text.onnx"),
+                input_names=["tokens"],
+                output_names=["vectors"],
+                dynamic_axes={"tokens": {0: "batch"}, "vectors": {0: "batch"}},
+                opset_version=17,
+                dynamo=False,
+            )
+        shutil.copyfile(merges, staging / MERGES_FILE)
+        manifest = {
+            "format": FORMAT,
+            "identity": _identity_dict(encoder.identity),
+            "context_length": context,
+            "logit_scale": encoder.logit_scale,
+            "torch": torch.__version__,
+        }
+        (staging / "export.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        exported = OnnxTextEncoder.open(staging, encoder.identity)
+        cosine = float((exported.encode_texts(probes) * expected).sum(axis=1).min())
+        if cosine < MIN_COSINE:
+            raise ModelLoadError(
+                f"the ONNX text tower of {encoder.identity.spec} agrees with torch only to "
+                f"cosine {cosine:.6f} (< {MIN_COSINE}); searches keep using torch"
+            )
+        manifest["min_cosine_to_torch"] = round(cosine, 8)
+        (staging / "export.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        if folder.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+        try:
+            staging.rename(folder)  # whole or not at all: a reader never sees half an export
+        except OSError:
+            if not (folder / "export.json").is_file():  # not another process's finished export
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder
+
+
+def _identity_dict(identity: ModelIdentity) -> dict[str, Any]:
+    return {
+        "spec": identity.spec,
+        "fingerprint": identity.fingerprint,
+        "dim": identity.dim,
+        "preprocess": identity.preprocess,
+    }
+
+
+UNSUPPORTED = "unsupported.json"
+
+
+def has_text_export(encoder: ClipEncoder, root: Path | None = None) -> bool:
+    """Whether the export was made, or found impossible, for this model already."""
+    folder = export_folder(encoder.identity.fingerprint, root)
+    return (folder / "export.json").is_file() or (folder / UNSUPPORTED).is_file()
+
+
+def ensure_text_export(encoder: ClipEncoder, root: Path | None = None) -> Path | None:
+    """The export of `encoder`'s text tower, made now if missing; None for a model whose text
+    tower cannot be exported (remembered, so it is tried once, not on every search)."""
+    folder = export_folder(encoder.identity.fingerprint, root)
+    if has_text_export(encoder, root):
+        return folder if (folder / "export.json").is_file() else None
+    try:
+        return export_text_encoder(encoder, root)
+    except ModelLoadError as exc:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / UNSUPPORTED).write_text(json.dumps({"reason": str(exc)}) + "\n")
+        return None
