@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +37,7 @@ def heldout(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_shipped_model_is_small_and_in_open_clip_format() -> None:
     weights = SHIPPED_MODEL_DIR / "open_clip_model.safetensors"
     assert (SHIPPED_MODEL_DIR / "open_clip_config.json").is_file()
-    assert weights.stat().st_size < 5_000_000
+    assert weights.stat().st_size <= 10_000_000  # the issue's bound
 
 
 @pytest.fixture(scope="module")
@@ -93,3 +94,56 @@ def test_a_red_circle_finds_red_things_and_a_red_circle_first(encoder, heldout) 
     top = [dataset.items[i].label.split("-") for i in scores.argsort()[::-1][:10]]
     assert all(label[0] == "red" for label in top)
     assert top[0][:2] == ["red", "circle"]
+
+
+SYNONYMS = {"red": "crimson", "green": "emerald", "blue": "navy", "yellow": "golden",
+            "purple": "violet", "orange": "amber"}  # fmt: skip
+
+
+def _with_synonyms(dataset):
+    from crossmodal.media.captions import CaptionedSet
+
+    def reword(caption: str) -> str:
+        return " ".join(SYNONYMS.get(word, word) for word in caption.split())
+
+    items = tuple(
+        replace(item, captions=tuple(map(reword, item.captions))) for item in dataset.items
+    )
+    return CaptionedSet(items=items, source=dataset.source)
+
+
+def test_the_fine_tuning_story_of_notebook_03_holds(tmp_path: Path) -> None:
+    """notebooks/03_evaluate's last section, at its settings: a 60-step fine-tune of the text
+    tower learns colour words the shipped model never saw, and keeps the ones it knew."""
+    from crossmodal.evaluate.evaluation import evaluate_retrieval
+    from crossmodal.evaluate.synthetic import write_shapes_dataset
+    from crossmodal.model.encoder import EncoderConfig, load_encoder, model_config_of
+    from crossmodal.model.training import FinetuneConfig, finetune
+
+    splits = write_shapes_dataset(
+        tmp_path / "shapes", seed=0, train_per_scene=1, heldout_per_scene=1, novel_per_scene=2
+    )
+    heldout = read_captions(splits.heldout)
+    heldout_new = _with_synonyms(heldout)
+    student = load_encoder(str(SHIPPED_MODEL_DIR), EncoderConfig(device="cpu", precision="fp32"))
+
+    def measure() -> tuple[float, float]:
+        return tuple(  # type: ignore[return-value]
+            evaluate_retrieval(student, data, match="label").text_to_image.at(1)
+            for data in (heldout_new, heldout)
+        )
+
+    new_before, old_before = measure()
+    finetune(
+        student,
+        _with_synonyms(read_captions(splits.train)),
+        tmp_path / "finetuned",
+        model_config_of(str(SHIPPED_MODEL_DIR)),
+        FinetuneConfig(
+            epochs=0, max_steps=60, batch_size=64, lr=2e-3, warmup_steps=5, freeze_image=True
+        ),
+    )
+    new_after, old_after = measure()
+    assert new_before <= 0.25, "the new words were already known: nothing to teach"
+    assert new_after >= new_before + 0.3, (new_before, new_after)
+    assert old_after >= old_before - 0.1, (old_before, old_after)

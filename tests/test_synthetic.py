@@ -97,3 +97,47 @@ def test_class_folders_hold_one_attribute_per_folder(tmp_path: Path) -> None:
     assert read.classes == tuple(sorted(COLOURS)) and len(read.paths) == 12
     with pytest.raises(ValueError, match="attribute"):
         write_class_folders(tmp_path, "size")
+
+
+def test_varied_captions_reword_but_never_rename() -> None:
+    rng = random.Random(0)
+    scene = Scene("circle", "red", "center", "gray")
+    captions = {scene.varied_caption(rng) for _ in range(400)}
+    assert {
+        "a red circle in the center on a gray background",
+        "the red circle in the center on a gray background",
+        "in the center, a red circle on a gray background",
+        "a photo of a red circle in the center on a gray background",
+        "a red circle in the middle on a grey background.",
+    } <= captions
+    allowed = set(scene.caption.split()) | {
+        "the", "center,", "photo", "picture", "drawing", "image", "of", "an",
+        "grey", "middle", "centre", "middle,", "centre,", "background.",
+    }  # fmt: skip
+    for caption in captions:
+        assert set(caption.split()) <= allowed, caption
+        assert "red circle" in caption  # a full caption always names colour and shape
+    partial = {scene.varied_caption(rng, partial=True) for _ in range(400)}
+    assert "a drawing of a red shape" in partial and "the circle" in partial
+
+
+def test_varied_rendering_changes_everything_but_the_scene() -> None:
+    from crossmodal.evaluate.synthetic import render_varied
+
+    scene = Scene("square", "blue", "left", "white")
+    pictures = [render_varied(scene, random.Random(seed)) for seed in range(40)]
+    assert render_varied(scene, random.Random(3)).tobytes() == pictures[3].tobytes()
+    sizes = {p.width for p in pictures}
+    assert min(sizes) >= 48 and max(sizes) <= 256 and len(sizes) > 20
+    for picture in pictures:
+        pixels = np.asarray(picture.resize((64, 64))).astype(int)
+        blue = (pixels[..., 2] - pixels[..., 0] > 60) & (pixels[..., 2] - pixels[..., 1] > 40)
+        assert blue.sum() > 4, "the shape is drawn in blue"
+        assert np.median(np.nonzero(blue)[1]) < 32, "and on the left"
+
+
+def test_a_variety_share_mixes_both_looks(tmp_path: Path) -> None:
+    scenes = [Scene("circle", "red", "left", "white")] * 40
+    write_captioned_set(tmp_path, scenes, per_scene=1, seed=0, variety=0.5)
+    sizes = [Image.open(p).width for p in sorted((tmp_path / "images").iterdir())]
+    assert 10 < sizes.count(64) < 30  # about half keep render_scene's 64 px

@@ -107,3 +107,18 @@ def test_the_trained_object_takes_the_saved_models_identity(
     loaded = load_encoder(str(tmp_path / "model"), EncoderConfig(device="cpu", precision="fp32"))
     assert trained.identity == loaded.identity
     assert not trained.identity.compatible_with(before)  # a table of the old model refuses it
+
+
+def test_bf16_training_on_the_cpu_learns_and_saves_float32_weights(
+    shapes: CaptionedSet, tmp_path: Path
+) -> None:
+    from safetensors.torch import load_file
+
+    before = dataset_loss(create_encoder_from_config(TINY, seed=0), shapes)
+    result, encoder = train(shapes, tmp_path / "model", cpu_bf16=True)
+    assert dataset_loss(encoder, shapes) < before - 0.1
+    again, _ = train(shapes, tmp_path / "again", cpu_bf16=True)
+    assert result.losses == again.losses  # still deterministic given the seed
+    weights = load_file(str(tmp_path / "model" / "open_clip_model.safetensors"))
+    assert {tensor.dtype for tensor in weights.values()} == {torch.float32}
+    assert all(tensor.is_contiguous() for tensor in weights.values())

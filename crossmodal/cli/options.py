@@ -120,9 +120,9 @@ def prepare_text_export(encoder: Any) -> None:
         return
     from crossmodal.model.text_export import ensure_text_export, has_text_export
 
-    if has_text_export(encoder):
-        return
     try:
+        if has_text_export(encoder):
+            return
         with err.status("preparing the text encoder for fast searches (once per model) ..."):
             ensure_text_export(encoder)
     except (CrossmodalError, OSError) as exc:  # the search itself is done: only warn

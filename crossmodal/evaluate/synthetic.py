@@ -1,11 +1,17 @@
 """Synthetic captioned shape images: deterministic, offline data with compositional structure.
 
-Shape x colour x position x background, rendered with jitter; trains and tests the shipped model.
+Shape x colour x position x background. `render_scene` draws one consistent look (held-out sets,
+the sample folder); `render_varied` draws the same scene the many ways other people's pictures
+do, and `Scene.varied_caption` words it the many ways people write, so that a model trained on
+them learns the concepts rather than this generator.
 """
 
 from __future__ import annotations
 
+import colorsys
 import csv
+import io
+import math
 import os
 import random
 from collections.abc import Iterable, Sequence
@@ -13,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFilter
 
 SHAPES = ("circle", "square", "triangle", "star")
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -48,6 +54,7 @@ IMAGE_SIZE = 64
 RADIUS = (0.16, 0.22)  # shape radius range, as a fraction of the image side
 JITTER = 0.06  # largest shift of the shape centre from its position's anchor, same unit
 CAPTIONS_FILE = "captions.csv"
+ANYWHERE = 0.3  # share of varied pictures with the shape anywhere, captioned without a position
 
 
 @dataclass(frozen=True, order=True)
@@ -70,11 +77,13 @@ class Scene:
             f"on a {self.background} background"
         )
 
-    def partial_caption(self, rng: random.Random) -> str:
-        """A caption naming a random non-empty subset of the attributes: "a shape on the left"."""
+    def partial_caption(self, rng: random.Random, positions: bool = True) -> str:
+        """A caption naming a random non-empty subset of the attributes: "a shape on the left"
+        (never the position when `positions` is false)."""
         keep = [False] * 4
         while not any(keep):
             keep = [rng.random() < 0.5 for _ in range(4)]
+            keep[2] = keep[2] and positions
         colour, shape, position, background = keep
         words = ([self.colour] if colour else []) + [self.shape if shape else "shape"]
         text = f"{_article(words[0])} " + " ".join(words)
@@ -83,6 +92,38 @@ class Scene:
         if background:
             text += f" on a {self.background} background"
         return text
+
+
+    def varied_caption(
+        self, rng: random.Random, partial: bool = False, anywhere: bool = False
+    ) -> str:
+        """The full caption (or, with `partial`, a partial one) in one of the ways people word
+        it: "the" for "a", the position first, "a photo of ...", grey for gray, the middle for
+        the center. No colour or shape synonyms: those are what a fine-tune teaches. A picture
+        drawn `anywhere` gets captions that do not name a position."""
+        if partial and rng.random() < 0.3:  # what people search by most: "a red circle"
+            text = f"{_article(self.colour)} {self.colour} {self.shape}"
+        else:
+            text = self.partial_caption(rng, not anywhere) if partial else self.caption
+            if anywhere:
+                text = text.replace(f" {_POSITION_PHRASE[self.position]}", "")
+        if rng.random() < 0.25:
+            text = text.replace("gray", "grey").replace(
+                "in the center", rng.choice(("in the middle", "in the centre"))
+            )
+        position = next((p for p in _POSITION_PHRASE.values() if f" {p}" in text), None)
+        if position and rng.random() < 0.2:  # "on the left, a red circle on a white background"
+            text = f"{position}, " + text.replace(f" {position}", "", 1)
+        elif rng.random() < 0.25 and text.startswith(("a ", "an ")):
+            text = "the " + text.split(" ", 1)[1]
+        if rng.random() < 0.35 and text.startswith(("a ", "an ")):
+            text = rng.choice(_PREFIXES) + text
+        if rng.random() < 0.2:
+            text += "."
+        return text
+
+
+_PREFIXES = ("a photo of ", "a picture of ", "a drawing of ", "an image of ")
 
 
 def _article(word: str) -> str:
@@ -152,6 +193,101 @@ def _draw_shape(
         raise ValueError(f"unknown shape {shape!r}; choose one of {', '.join(SHAPES)}")
 
 
+def render_varied(scene: Scene, rng: random.Random, anywhere: bool = False) -> Image.Image:
+    """Draw `scene` with the variety of pictures made elsewhere, each choice at random: canvas
+    size 48-256 px, anti-aliased or aliased edges, shape size, any rotation, filled or outlined,
+    plain or textured background of a jittered level, colour jitter within the colour's name,
+    then perhaps blur, noise and JPEG compression (quality 40-95). Position stays the scene's,
+    unless `anywhere`: then the shape goes anywhere it fits (caption it without a position)."""
+    size = rng.randint(48, 256)
+    scale = 4 if rng.random() < 0.6 else 1  # draw large and shrink: anti-aliased edges
+    canvas = size * scale
+    image = _varied_background(scene.background, canvas, rng)
+    fx, fy = _POSITION_XY[scene.position]
+    cx = (fx + rng.uniform(-1.5 * JITTER, 1.5 * JITTER)) * canvas
+    cy = (fy + rng.uniform(-1.5 * JITTER, 1.5 * JITTER)) * canvas
+    radius = math.exp(rng.uniform(math.log(0.07), math.log(0.4))) * canvas  # small ones too
+    if anywhere:
+        margin = min(1.2 * radius, canvas / 2)
+        cx, cy = rng.uniform(margin, canvas - margin), rng.uniform(margin, canvas - margin)
+    paint = _jittered_colour(COLOURS[scene.colour], rng)
+    outline = max(2 * scale, round(rng.uniform(0.08, 0.25) * radius)) if rng.random() < 0.3 else 0
+    draw = ImageDraw.Draw(image)
+    turn = rng.uniform(0, 2 * math.pi)
+    if scene.shape == "circle":
+        box = (cx - radius, cy - radius, cx + radius, cy + radius)
+        if outline:
+            draw.ellipse(box, outline=paint, width=outline)
+        else:
+            draw.ellipse(box, fill=paint)
+    else:
+        points = {
+            "square": lambda: _star_points(cx, cy, radius * 1.2, radius * 1.2, 4, turn),
+            "triangle": lambda: _star_points(cx, cy, radius * 1.1, radius * 1.1, 3, turn),
+            "star": lambda: _star_points(cx, cy, radius * 1.15, radius * 0.45, 5, turn),
+        }[scene.shape]()
+        if outline:
+            draw.polygon(points, outline=paint, width=outline)
+        else:
+            draw.polygon(points, fill=paint)
+    if scale > 1:
+        image = image.resize((size, size), Image.Resampling.BOX)
+    if rng.random() < 0.25:
+        image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.4, 0.02 * size)))
+    if rng.random() < 0.3:
+        sigma = rng.uniform(3, 20)
+        noise = np.random.default_rng(rng.getrandbits(32)).normal(0.0, sigma, (size, size, 3))
+        image = Image.fromarray(np.clip(np.asarray(image) + noise, 0, 255).astype(np.uint8))
+    if rng.random() < 0.4:
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=rng.randint(40, 95))
+        image = Image.open(buffer).convert("RGB")
+    return image
+
+
+_BACKGROUND_LEVELS = {"white": (205, 255), "black": (0, 50), "gray": (100, 160)}
+
+
+def _varied_background(name: str, size: int, rng: random.Random) -> Image.Image:
+    """A plain background of a jittered, slightly tinted level, or a textured one around it."""
+    level = rng.uniform(*_BACKGROUND_LEVELS[name])
+    base = np.full((size, size, 3), level) + np.array([rng.uniform(-6, 6) for _ in range(3)])
+    kind = rng.randrange(6)  # half plain, half one of three textures
+    if kind == 3:  # soft blotches: low-resolution noise, smoothly enlarged
+        cells = np.random.default_rng(rng.getrandbits(32)).normal(0, 1, (6, 6)).astype(np.float32)
+        blotches = Image.fromarray(cells, "F").resize((size, size), Image.Resampling.BICUBIC)
+        base += np.asarray(blotches)[..., None] * rng.uniform(6, 18)
+    elif kind == 4:  # a linear gradient
+        ramp = np.linspace(-1, 1, size)
+        base += (ramp[None, :] if rng.random() < 0.5 else ramp[:, None])[..., None] * rng.uniform(
+            8, 30
+        )
+    image = Image.fromarray(np.clip(base, 0, 255).astype(np.uint8), "RGB")
+    if kind == 5:  # ruled lines
+        draw = ImageDraw.Draw(image)
+        shade = int(np.clip(level + rng.choice((-1, 1)) * rng.uniform(12, 30), 0, 255))
+        spacing = rng.uniform(0.05, 0.15) * size
+        width = max(1, round(spacing * rng.uniform(0.1, 0.4)))
+        offset = 0.0
+        while offset < 2 * size:
+            if rng.random() < 0.5:
+                draw.line((offset, 0, offset - size, size), fill=(shade,) * 3, width=width)
+            else:
+                draw.line((0, offset, size, offset), fill=(shade,) * 3, width=width)
+            offset += spacing
+    return image
+
+
+def _jittered_colour(anchor: tuple[int, int, int], rng: random.Random) -> tuple[int, int, int]:
+    """A colour a person would still call by the anchor's name: hue within 8 degrees, a little
+    more or less saturated and bright."""
+    hue, saturation, value = colorsys.rgb_to_hsv(*(c / 255 for c in anchor))
+    hue = (hue + rng.uniform(-8, 8) / 360) % 1.0
+    saturation = min(1.0, saturation * rng.uniform(0.75, 1.1))
+    value = min(1.0, value * rng.uniform(0.8, 1.1))
+    return tuple(round(c * 255) for c in colorsys.hsv_to_rgb(hue, saturation, value))  # type: ignore[return-value]
+
+
 def _star_points(
     cx: float, cy: float, outer: float, inner: float, tips: int, turn: float
 ) -> list[tuple[float, float]]:
@@ -174,8 +310,13 @@ def write_captioned_set(
     name: str = CAPTIONS_FILE,
     partial_captions: int = 0,
     size: int = IMAGE_SIZE,
+    variety: float = 0.0,
 ) -> list[SampleImage]:
     """Render `per_scene` images of each scene into `folder/images/` and write `folder/name`.
+
+    A `variety` share of the images, picked at random, is drawn by `render_varied` (any size;
+    an `ANYWHERE` share of them with the shape anywhere) and captioned by
+    `Scene.varied_caption`; the rest share `render_scene`'s look at `size` px.
 
     The captions file is a CSV with columns image, caption, label (one row per caption, image
     paths relative to the folder); `crossmodal.media.captions.read_captions` reads it back.
@@ -187,8 +328,22 @@ def write_captioned_set(
     samples = []
     for index, scene in enumerate(s for s in scenes for _ in range(per_scene)):
         path = images_dir / f"{stem}-{index:05d}-{scene.label}.png"
-        render_scene(scene, rng, size).save(path)
-        captions = (scene.caption, *(scene.partial_caption(rng) for _ in range(partial_captions)))
+        if variety and rng.random() < variety:
+            anywhere = rng.random() < ANYWHERE
+            render_varied(scene, rng, anywhere).save(path)
+            captions = (
+                scene.varied_caption(rng, anywhere=anywhere),
+                *(
+                    scene.varied_caption(rng, partial=True, anywhere=anywhere)
+                    for _ in range(partial_captions)
+                ),
+            )
+        else:
+            render_scene(scene, rng, size).save(path)
+            captions = (
+                scene.caption,
+                *(scene.partial_caption(rng) for _ in range(partial_captions)),
+            )
         samples.append(SampleImage(path, scene, captions))
     _write_csv(folder / name, folder, samples)
     return samples
@@ -222,11 +377,24 @@ def write_shapes_dataset(
     heldout_per_scene: int = 2,
     novel_count: int = 12,
     novel_per_scene: int = 4,
+    train_variety: float = 0.0,
 ) -> ShapesSplits:
-    """Generate the full train / held-out / novel-combination data set into `folder`."""
+    """Generate the full train / held-out / novel-combination data set into `folder`.
+
+    `train_variety` is the share of training images drawn and worded with variety (see
+    `write_captioned_set`); the held-out and novel splits always have `render_scene`'s look.
+    """
     novel = set(novel_scenes(novel_count, seed))
     seen = [s for s in all_scenes() if s not in novel]
-    write_captioned_set(folder, seen, train_per_scene, seed, name="train.csv", partial_captions=2)
+    write_captioned_set(
+        folder,
+        seen,
+        train_per_scene,
+        seed,
+        name="train.csv",
+        partial_captions=2,
+        variety=train_variety,
+    )
     write_captioned_set(folder, seen, heldout_per_scene, seed + 1, name="heldout.csv")
     write_captioned_set(folder, sorted(novel), novel_per_scene, seed + 2, name="novel.csv")
     return ShapesSplits(folder / "train.csv", folder / "heldout.csv", folder / "novel.csv")

@@ -85,6 +85,7 @@ def export_text_encoder(encoder: ClipEncoder, root: Path | None = None) -> Path:
     folder = export_folder(encoder.identity.fingerprint, root)
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".export-", dir=folder.parent))
+    staging.chmod(0o755)  # mkdtemp's 0700 would hide the export from the cache's other readers
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the tracer's notes on shape checks it fixes

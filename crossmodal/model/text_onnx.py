@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from crossmodal.errors import ModelLoadError
+from crossmodal.errors import CrossmodalError, ModelLoadError
 from crossmodal.model.cache import cache_dir
 from crossmodal.model.specs import ModelIdentity, fingerprint_of, parse_model_spec
 from crossmodal.model.tokenizer import ClipTokenizer
@@ -47,8 +47,11 @@ def open_text_export(spec: str, root: Path | None = None) -> OnnxTextEncoder | N
     by their digests, so an export of weights that have since changed is never used."""
     if export_disabled():
         return None
-    parsed = parse_model_spec(spec)
-    folder = export_folder(fingerprint_of(parsed), root)
+    try:
+        parsed = parse_model_spec(spec)
+        folder = export_folder(fingerprint_of(parsed), root)
+    except (CrossmodalError, OSError):
+        return None  # the torch path loads it, or says what is wrong with the spec
     try:
         manifest = json.loads((folder / "export.json").read_text())
         made_from = ModelIdentity(**manifest["identity"])

@@ -25,7 +25,7 @@ class _DeferredPackage(types.ModuleType):
         spec = self.__spec__
         if name.startswith("__") or spec is None or spec.loader is None:
             raise AttributeError(name)
-        self.__class__ = types.ModuleType  # once: from here on it is the ordinary package
+        self.__class__ = types.ModuleType  # type: ignore[assignment]  # once: an ordinary package now
         spec.loader.exec_module(self)
         return getattr(self, name)
 
