@@ -93,7 +93,7 @@ def index(
         print_json(report_dict(report, store))
     else:
         print_report(report, encoder.device, encoder.precision)
-    prepare_text_export(encoder)  # the first text search then starts in about a second
+    prepare_text_export(encoder)  # so that even the first text search needs no torch
 
 
 def report_dict(report: IndexReport, store: Store) -> dict[str, object]:
