@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
 DEFAULT_MODEL = "ViT-B-32:laion2b_s34b_b79k"
-# The small model this package ships (9 MB): it understands the sample folder of coloured shapes
+# The small model this package ships (6 MB): it understands the sample folder of coloured shapes
 # that `crossmodal sample` writes, and works offline. Named by this spec, found in the package.
 SHIPPED_MODEL = "shapes-tiny"
 SHIPPED_MODEL_DIR = Path(__file__).parent.parent / "assets" / SHIPPED_MODEL
