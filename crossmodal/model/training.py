@@ -223,9 +223,9 @@ def finetune(
     model = encoder.model
     device = encoder.device
     bf16 = config.cpu_bf16
-    if bf16 and device != "cpu":
-        raise TrainingError("cpu_bf16 trains on the CPU; the model is on " + device)
     if bf16:
+        if device != "cpu":
+            raise TrainingError("cpu_bf16 trains on the CPU; the model is on " + device)
         model.to(memory_format=torch.channels_last)
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
