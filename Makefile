@@ -20,7 +20,7 @@ PORT_FLAG := $(if $(PORT),--port $(PORT),)
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[demo,dev]'
+	$(PY) -m pip install -q -e '.[demo,dev,ray]'
 	touch $@
 
 install: $(VENV)/.installed

@@ -93,7 +93,6 @@ class Scene:
             text += f" on a {self.background} background"
         return text
 
-
     def varied_caption(
         self, rng: random.Random, partial: bool = False, anywhere: bool = False
     ) -> str:

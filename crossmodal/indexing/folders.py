@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -29,7 +29,7 @@ from crossmodal.indexing.pipeline import (
     prepare,
     prepare_stream,
 )
-from crossmodal.media.files import FailedFile, ImageFile, discover, printable_path
+from crossmodal.media.files import Discovery, FailedFile, ImageFile, discover, printable_path
 from crossmodal.media.images import PixelRecipe
 from crossmodal.model.specs import Encoder
 from crossmodal.store import ImageRow, ImageTable, Store
@@ -120,6 +120,31 @@ def _index_folder(
     config: IndexConfig,
     on_progress: Callable[[IndexProgress], None] | None,
 ) -> IndexReport:
+    run = begin_run(root, store, encoder, config)
+    recipe = pixel_recipe(encoder)
+    # without a recipe the threads hold whole decoded images: keep just one batch in flight
+    lookahead = max(config.lookahead, config.batch_size) if recipe else config.batch_size
+    stream = prepare_stream(
+        run.jobs(), recipe, run.vanished, PipelineConfig(config.workers, lookahead)
+    )
+    with closing(stream):  # stops the decoding threads if encoding or writing fails
+        done = 0
+        for batch in _chunks(run.plan.todo, config.batch_size):
+            run.commit(batch, [next(stream) for _ in batch], recipe)
+            done += len(batch)
+            if on_progress:
+                on_progress(IndexProgress(done, len(run.plan.todo), run.images_per_second()))
+    return run.finish(config)
+
+
+def begin_run(
+    root: str | os.PathLike[str], store: Store, encoder: Encoder, config: IndexConfig
+) -> Run:
+    """Discover the files under `root` and compare them with the table: what a run must do.
+
+    Shared by every engine (this module's threads, `crossmodal.indexing.on_ray`), so that they
+    plan, count and clean up alike. The caller holds the database's writer lock.
+    """
     started = time.perf_counter()
     root_path = Path(root).expanduser().resolve()
     found = discover(root_path, include_hidden=config.include_hidden)
@@ -127,48 +152,12 @@ def _index_folder(
         store.drop("images")
     table = store.images(encoder.identity, create=True)
     plan = _plan(table, root_path, found.files, found.unlisted)
-    run = _Run(table, encoder, plan, _vanished_records(table, plan))
+    run = Run(table, encoder, plan, _vanished_records(table, plan), root_path, found, started)
     run.failed.extend(found.failed)
-    recipe = pixel_recipe(encoder)
-    jobs = [
-        Job(f.open_path, plan.stored[f.path][2] if f.path in plan.stored else None)
-        for f in plan.todo
-    ]
-    # without a recipe the threads hold whole decoded images: keep just one batch in flight
-    lookahead = max(config.lookahead, config.batch_size) if recipe else config.batch_size
-    stream = prepare_stream(jobs, recipe, run.vanished, PipelineConfig(config.workers, lookahead))
-    with closing(stream):  # stops the decoding threads if encoding or writing fails
-        done = 0
-        for batch in _chunks(plan.todo, config.batch_size):
-            run.commit(batch, [next(stream) for _ in batch], recipe)
-            done += len(batch)
-            if on_progress:
-                elapsed = time.perf_counter() - started
-                on_progress(IndexProgress(done, len(plan.todo), run.encoded / max(elapsed, 1e-9)))
-    on_disk = {f.path for f in found.files}
-    gone = [
-        p
-        for p in plan.stored
-        if p not in on_disk and p not in run.consumed and not _inside(p, found.unlisted)
-    ]
-    table.delete_paths(gone + list(run.consumed) + run.failed_stored)
-    if config.maintain:
-        # a table built from Python searches as fast as one built by the CLI
-        table.maintain_index()
-    return IndexReport(
-        root=str(root_path),
-        new=run.counts["new"],
-        updated=run.counts["updated"],
-        moved=run.counts["moved"],
-        unchanged=len(found.files) - len(plan.todo) + run.counts["touched"],
-        removed=len(gone),
-        failed=tuple(sorted(run.failed, key=lambda f: f.path)),
-        encoded=run.encoded,
-        seconds=time.perf_counter() - started,
-    )
+    return run
 
 
-class _Run:
+class Run:
     """The state of one indexing run; `commit` turns one batch into one atomic upsert."""
 
     def __init__(
@@ -177,7 +166,13 @@ class _Run:
         encoder: Encoder,
         plan: _Plan,
         vanished: dict[str, tuple[ImageRow, np.ndarray]],
+        root: Path,
+        found: Discovery,
+        started: float,
     ) -> None:
+        self.root = root
+        self.found = found
+        self.started = started
         self.table = table
         self.encoder = encoder
         self.plan = plan
@@ -188,9 +183,29 @@ class _Run:
         self.counts = {"new": 0, "updated": 0, "moved": 0, "touched": 0}
         self.encoded = 0
 
+    def jobs(self) -> list[Job]:
+        """What the decoder must prepare: each file to do, with its stored content hash."""
+        stored = self.plan.stored
+        return [
+            Job(f.open_path, stored[f.path][2] if f.path in stored else None)
+            for f in self.plan.todo
+        ]
+
+    def images_per_second(self) -> float:
+        return self.encoded / max(time.perf_counter() - self.started, 1e-9)
+
     def commit(
-        self, batch: Sequence[ImageFile], results: Sequence[Prepared], recipe: PixelRecipe | None
+        self,
+        batch: Sequence[ImageFile],
+        results: Sequence[Prepared],
+        recipe: PixelRecipe | None,
+        encoded: Mapping[str, np.ndarray] | None = None,
     ) -> None:
+        """Write one batch of prepared files as one upsert, encoding those that need it.
+
+        `encoded`: vectors an engine already computed elsewhere (Ray's encoder actors), by path,
+        for the files whose pixels it encoded; the rest of the bookkeeping is the same.
+        """
         rows: list[ImageRow] = []
         vectors: list[np.ndarray] = []
         to_encode: list[ImageRow] = []
@@ -198,31 +213,80 @@ class _Run:
         own = self.table.records_for([f.path for f in batch if f.path in self.plan.stored])
         for file, result in zip(batch, results, strict=True):
             assert file.open_path == result.path, "the pipeline yields results in job order"
-            if result.pixels is None and result.error is None:
+            fresh = encoded is not None and file.path in encoded
+            if result.pixels is None and result.error is None and not fresh:
                 old = _reusable_record(file, result.content_hash, own, self.vanished, self.consumed)
                 if old is not None:
                     rows.append(_moved_row(old[0], file))
                     vectors.append(old[1])
                     self.counts["moved" if old[0].path != file.path else "touched"] += 1
                     continue
-                # a second copy of a moved photo: the vector went to the first, so decode this one
-                result = prepare(Job(file.open_path), recipe, frozenset())
-            if result.error is not None or result.pixels is None:
+                if encoded is not None:
+                    # an engine only skips files whose stored row has their bytes: not this one
+                    result = replace(result, error="changed while it was indexed; index again")
+                else:
+                    # a second copy of a moved photo: the vector went to the first, so decode it
+                    result = prepare(Job(file.open_path), recipe, frozenset())
+            if result.error is not None or (result.pixels is None and not fresh):
                 reason = result.error or "no pixels"
                 log.warning("skipped %s: %s", file.path, reason)
                 self.failed.append(FailedFile(file.path, reason))
                 if file.path in self.plan.stored:
                     self.failed_stored.append(file.path)
                 continue
-            to_encode.append(_row(file, result))
-            pixels.append(result.pixels)
-            self.counts["updated" if file.path in self.plan.stored else "new"] += 1
+            if fresh:
+                assert encoded is not None
+                rows.append(_row(file, result))
+                vectors.append(encoded[file.path])
+                self.encoded += 1
+            else:
+                to_encode.append(_row(file, result))
+                assert result.pixels is not None
+                pixels.append(result.pixels)
+            self._count_encoded(file, result.content_hash)
         if pixels:
             rows.extend(to_encode)
             vectors.extend(self._encode(pixels, recipe))
             self.encoded += len(pixels)
         matrix = np.asarray(vectors, np.float32).reshape(len(rows), self.encoder.dim)
         self.table.upsert(rows, matrix)
+
+    def _count_encoded(self, file: ImageFile, digest: str) -> None:
+        if file.path in self.plan.stored:
+            self.counts["updated"] += 1
+            return
+        record = self.vanished.get(digest)
+        if record is not None and record[0].path not in self.consumed:
+            # an engine that encoded a moved photo again: still a move, and the old row goes
+            self.consumed.add(record[0].path)
+            self.counts["moved"] += 1
+        else:
+            self.counts["new"] += 1
+
+    def finish(self, config: IndexConfig) -> IndexReport:
+        """Remove the rows of deleted files, bring the indexes up to date, and report."""
+        found, plan = self.found, self.plan
+        on_disk = {f.path for f in found.files}
+        gone = [
+            p
+            for p in plan.stored
+            if p not in on_disk and p not in self.consumed and not _inside(p, found.unlisted)
+        ]
+        self.table.delete_paths(gone + list(self.consumed) + self.failed_stored)
+        if config.maintain:
+            # a table built from Python searches as fast as one built by the CLI
+            self.table.maintain_index()
+        return IndexReport(
+            root=str(self.root),
+            new=self.counts["new"],
+            updated=self.counts["updated"],
+            moved=self.counts["moved"],
+            unchanged=len(found.files) - len(plan.todo) + self.counts["touched"],
+            removed=len(gone),
+            failed=tuple(sorted(self.failed, key=lambda f: f.path)),
+            encoded=self.encoded,
+            seconds=time.perf_counter() - self.started,
+        )
 
     def _encode(self, pixels: list[np.ndarray], recipe: PixelRecipe | None) -> np.ndarray:
         if recipe is not None and isinstance(self.encoder, PixelEncoder):

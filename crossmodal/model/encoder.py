@@ -43,6 +43,7 @@ class EncoderConfig:
     device: str = "auto"  # "auto" picks CUDA, then Apple MPS, then CPU; or name one
     precision: str = "auto"  # "auto": fp16 on CUDA, bf16 on CPUs with native bf16, else fp32
     batch_size: int = 64  # images (or texts) per forward pass
+    threads: int | None = None  # torch's CPU threads for this process; None: torch's default
 
 
 def resolve_device(requested: str = "auto") -> str:
@@ -244,6 +245,8 @@ def load_encoder(spec: str | ModelSpec, config: EncoderConfig | None = None) -> 
     import torch
 
     config = config or EncoderConfig()
+    if config.threads:
+        torch.set_num_threads(config.threads)
     parsed = spec if isinstance(spec, ModelSpec) else parse_model_spec(spec)
     device = resolve_device(config.device)
     precision = resolve_precision(device, config.precision)

@@ -57,7 +57,9 @@ def open_text_export(spec: str, root: Path | None = None) -> OnnxTextEncoder | N
         made_from = ModelIdentity(**manifest["identity"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    identity = ModelIdentity(parsed.text, made_from.fingerprint, made_from.dim, made_from.preprocess)
+    identity = ModelIdentity(
+        parsed.text, made_from.fingerprint, made_from.dim, made_from.preprocess
+    )
     try:
         return OnnxTextEncoder.open(folder, identity)
     except ModelLoadError as exc:
