@@ -7,6 +7,7 @@ driver of its own starts one in a subprocess. Every Ray process is stopped at te
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -258,3 +259,29 @@ def test_asking_for_more_gpus_than_the_cluster_has_is_refused(local_ray, folder,
 def test_ray_options_out_of_range_are_refused(options):
     with pytest.raises(CrossmodalError):
         RayConfig(**options)
+
+
+def test_the_cli_indexes_with_ray_and_the_local_engine_finds_nothing_to_do(
+    ray_temp, folder, tmp_path
+):
+    db = tmp_path / "cli.db"
+    env = {**os.environ, "RAY_TMPDIR": str(ray_temp / "cli")}
+    (ray_temp / "cli").mkdir()
+    command = [sys.executable, "-m", "crossmodal", "index", str(folder), "--db", str(db)]
+    command += ["--model", "shapes-tiny", "--json"]
+    done = subprocess.run(
+        [*command, "--engine", "ray", "--actors", "2", "--precision", "fp32"],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout)
+    assert (report["new"], report["encoded"]) == (41, 41)
+    assert [Path(f["path"]).name for f in report["failed"]] == ["broken.jpg"]
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    report = json.loads(again.stdout)
+    assert (report["new"], report["updated"], report["encoded"], report["unchanged"]) == (
+        0, 0, 0, 41,
+    )  # fmt: skip
+    gone, alive = psutil.wait_procs(ray_processes(ray_temp / "cli"), timeout=60)
+    assert not alive, f"the CLI's Ray outlived it: {alive}"

@@ -44,6 +44,39 @@ from crossmodal.store import IMAGES, TEXT_PREFIX, Store
     default=0.0,
     help="Seconds to queue behind another index run on the same --db (default: refuse at once).",
 )
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="local: this machine's cores or GPU; ray: Ray Data, on a local Ray or a cluster "
+    "(needs `pip install 'crossmodal[ray]'`).",
+)
+@click.option(
+    "--address",
+    default=None,
+    help="With --engine ray: the cluster to join (auto, or HOST:PORT); default: start a local Ray.",
+)
+@click.option(
+    "--actors",
+    type=click.IntRange(1, 100_000),
+    default=1,
+    show_default=True,
+    help="With --engine ray: encoder actors, each loading the model once.",
+)
+@click.option(
+    "--gpus-per-actor",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    help="With --engine ray: GPUs per encoder actor (default 0: encode on CPUs).",
+)
+@click.option(
+    "--cpus-per-actor",
+    type=click.FloatRange(min=0.01),
+    default=1.0,
+    show_default=True,
+    help="With --engine ray: CPU cores (and torch threads) per CPU encoder actor.",
+)
 @json_option
 @friendly_errors
 def index(
@@ -57,16 +90,36 @@ def index(
     include_hidden: bool,
     workers: int | None,
     wait: float,
+    engine: str,
+    address: str | None,
+    actors: int,
+    gpus_per_actor: float,
+    cpus_per_actor: float,
     as_json: bool,
 ) -> None:
     """Index every image under PHOTOS_DIR (recursively) into the database.
 
     Re-running does only the needed work: new and changed photos are encoded, moved ones keep
-    their vectors, deleted ones leave the table.
+    their vectors, deleted ones leave the table. `--engine ray` writes the same table with Ray.
     """
     store = Store.open(db_dir, create=True)
     spec = choose_model(store, model_spec)  # a rebuild keeps the model unless told
-    encoder = load(spec, device, precision, batch_size)
+    ray_config = None
+    if engine == "ray":
+        from crossmodal.indexing.on_ray import RayConfig, quiet_ray_logs
+
+        quiet_ray_logs()
+        ray_config = RayConfig(
+            address=address,
+            actors=actors,
+            gpus_per_actor=gpus_per_actor,
+            cpus_per_actor=cpus_per_actor,
+            precision=precision,
+        )
+        # the driver's copy names the model and its identity; the actors do the encoding
+        encoder = load(spec, "cpu", "fp32", batch_size)
+    else:
+        encoder = load(spec, device, precision, batch_size)
     config = IndexConfig(
         batch_size=batch_size,
         include_hidden=include_hidden,
@@ -88,11 +141,21 @@ def index(
         def on_progress(event: IndexProgress) -> None:
             bar.update(task, completed=event.done, total=event.total, rate=event.images_per_second)
 
-        report = index_folder(photos_dir, store, encoder, config, on_progress)
+        if ray_config is None:
+            report = index_folder(photos_dir, store, encoder, config, on_progress)
+            where, precision = encoder.device, encoder.precision
+        else:
+            from crossmodal.indexing.on_ray import index_folder_on_ray
+
+            report = index_folder_on_ray(
+                photos_dir, store, encoder, config, ray_config, on_progress
+            )
+            kind = f"{gpus_per_actor:g} GPU" if gpus_per_actor else f"{cpus_per_actor:g} CPU"
+            where = f"Ray: {actors} actor(s) × {kind}"
     if as_json:
         print_json(report_dict(report, store))
     else:
-        print_report(report, encoder.device, encoder.precision)
+        print_report(report, where, precision)
     prepare_text_export(encoder)  # so that even the first text search needs no torch
 
 

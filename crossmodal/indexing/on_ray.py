@@ -333,6 +333,8 @@ def _ray_session(config: RayConfig) -> Iterator[None]:
     with warnings.catch_warnings():
         # Ray starts its processes with fork + exec, which LanceDB's fork check warns about
         warnings.filterwarnings("ignore", "lancedb fork support", RuntimeWarning)
+        # the one way Ray 2.60 has to keep decoding out of the actors (see `_encode_on_ray`)
+        warnings.filterwarnings("ignore", "`ray_remote_args_fn` is deprecated")
         if not ray.is_initialized():
             started = _start_ray(ray, config)
         try:
@@ -343,6 +345,13 @@ def _ray_session(config: RayConfig) -> Iterator[None]:
         finally:
             if started:
                 ray.shutdown()
+
+
+def quiet_ray_logs() -> None:
+    """For a terminal: Ray Data's per-run INFO lines (plans, log paths) become warnings only."""
+    import ray.data  # noqa: F401  (configures Ray Data's loggers, which this then adjusts)
+
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
 
 
 def _start_ray(ray: Any, config: RayConfig) -> bool:
