@@ -149,7 +149,10 @@ class ImageTable(_Table):
 
     def stored_files(self) -> dict[str, tuple[int, int, str]]:
         """path -> (size, mtime_ns, content_hash) for every row: what re-indexing compares."""
-        data = self._table.to_arrow().select(["path", "size", "mtime_ns", "content_hash"])
+        # only these columns: reading whole rows (vectors are most of their bytes) held 2.3 GB
+        # per million rows (benchmarks/ray_engine.py scale)
+        columns = ["path", "size", "mtime_ns", "content_hash"]
+        data = self._table.search().select(columns).limit(None).to_arrow()
         cols = [data.column(i).to_pylist() for i in range(4)]
         return {p: (s, m, h) for p, s, m, h in zip(*cols, strict=True)}
 
