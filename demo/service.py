@@ -22,6 +22,7 @@ from PIL import Image
 from crossmodal.errors import CrossmodalError, ImageDecodeError, StoreError
 from crossmodal.indexing import IndexConfig, IndexProgress, IndexReport, index_folder
 from crossmodal.media.images import decode_image
+from crossmodal.media.remote import ObjectStorage, is_uri
 from crossmodal.model.specs import Encoder
 from crossmodal.search import Searcher, SearchHit, SearchOptions, TextHit, zero_shot
 from crossmodal.search.query import Query, parse_query
@@ -166,10 +167,14 @@ class DemoService:
     """
 
     def __init__(self, db_dir: str | os.PathLike[str], encoder: Encoder, workdir: Path) -> None:
-        self.db_dir = Path(db_dir).expanduser().resolve()
+        # a local folder, or a database on object storage (photos there are read from it too)
+        self.db_dir: Path | str = (
+            str(db_dir) if is_uri(db_dir) else Path(db_dir).expanduser().resolve()
+        )
         self.encoder = encoder
         self.workdir = workdir  # private folder for thumbnails (and Gradio's uploads)
-        self.thumbnails = Thumbnails(workdir / "thumbnails")
+        # photos on object storage are read with the environment's credentials (AWS_* ...)
+        self.thumbnails = Thumbnails(workdir / "thumbnails", ObjectStorage())
         self._cached: tuple[tuple[int, ...], Searcher] | None = None
 
     # -- the index ------------------------------------------------------------------------------
@@ -190,6 +195,8 @@ class DemoService:
         return searcher
 
     def _stamp(self) -> tuple[int, ...]:
+        if isinstance(self.db_dir, str):
+            return (1,)  # a bucket has no folder times: keep the searcher (tables stay current)
         try:
             db = os.stat(self.db_dir)
             images = os.stat(self.db_dir / f"{IMAGES}.lance")

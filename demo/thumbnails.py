@@ -19,6 +19,7 @@ from PIL import Image
 from crossmodal.errors import ImageDecodeError
 from crossmodal.media.files import open_path
 from crossmodal.media.images import decode_image
+from crossmodal.media.remote import ObjectStorage
 from crossmodal.store import ImageRow
 
 log = logging.getLogger(__name__)
@@ -41,15 +42,16 @@ class Thumbnail:
 class Thumbnails:
     """Writes and reuses JPEG copies of indexed photos under `folder`, keyed by content hash."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, storage: ObjectStorage | None = None) -> None:
         self.folder = folder
+        self.storage = storage  # reads photos on object storage (default: the environment's)
 
     def of(self, row: ImageRow, size: int = GRID_SIZE) -> Thumbnail:
         target = self.folder / f"{row.content_hash}-{size}.jpg"
         if target.is_file():
             return Thumbnail(target)
         try:
-            decoded = decode_image(open_path(row.path), min_side=size)
+            decoded = decode_image(open_path(row.path), min_side=size, storage=self.storage)
         except ImageDecodeError as exc:
             log.warning("no thumbnail for %s: %s", row.path, exc.reason)
             return Thumbnail(None, exc.reason)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -135,3 +137,49 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.section("reliability summary")
         for name, value in RELIABILITY.items():
             terminalreporter.write_line(f"{name}: {value}")
+
+
+@dataclass(frozen=True)
+class S3:
+    """A real S3-compatible server (moto's) on loopback, with one bucket, "photos"."""
+
+    endpoint: str
+    options: dict[str, str]  # LanceDB's storage options for it
+    env: dict[str, str]  # the same as the standard environment variables, for subprocesses
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[S3]:
+    moto_server = pytest.importorskip("moto.server", reason="the loopback S3 server: moto")
+    import boto3
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+        region_name="us-east-1",
+    ).create_bucket(Bucket="photos")
+    options = {
+        "aws_endpoint": endpoint,
+        "aws_access_key_id": "test",
+        "aws_secret_access_key": "test",
+        "aws_region": "us-east-1",
+        "allow_http": "true",
+    }
+    env = {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ENDPOINT": endpoint,
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_REGION": "us-east-1",
+        "AWS_ALLOW_HTTP": "true",
+    }
+    yield S3(endpoint, options, env)
+    server.stop()

@@ -285,3 +285,33 @@ def test_the_cli_indexes_with_ray_and_the_local_engine_finds_nothing_to_do(
     )  # fmt: skip
     gone, alive = psutil.wait_procs(ray_processes(ray_temp / "cli"), timeout=60)
     assert not alive, f"the CLI's Ray outlived it: {alive}"
+
+
+def test_photos_and_database_on_object_storage(local_ray, s3, folder, tmp_path, model):
+    """Through the loopback S3 server: the Ray engine's table equals the local engine's."""
+    from crossmodal.media.remote import ObjectStorage
+
+    storage = ObjectStorage(s3.options)
+    prefix = f"s3://photos/ray-{os.getpid()}"
+    for path in sorted(folder.iterdir()):
+        storage.write(f"{prefix}/pics/{path.name}", path.read_bytes())
+    stores = {}
+    for name in ("ray", "local"):
+        stores[name] = Store.open(f"{prefix}/{name}.db", create=True, storage_options=s3.options)
+    report = index_folder_on_ray(
+        f"{prefix}/pics", stores["ray"], model, None, RayConfig(precision="fp32", shard_rows=16)
+    )
+    assert report.new == 41 and [Path(f.path).name for f in report.failed] == ["broken.jpg"]
+    index_folder(f"{prefix}/pics", stores["local"], model)
+    tables = {n: s.images(model.identity)._table.to_arrow() for n, s in stores.items()}
+    assert tables["ray"].schema == tables["local"].schema
+    rows = {
+        n: {r["path"]: r for r in t.drop_columns(["indexed_at"]).to_pylist()}
+        for n, t in tables.items()
+    }
+    assert rows["ray"].keys() == rows["local"].keys()
+    for path, row in rows["ray"].items():
+        other = rows["local"][path]
+        np.testing.assert_allclose(row.pop("vector"), other.pop("vector"), atol=1e-5)
+        assert row == other
+    assert not storage.list_files(f"{prefix}/ray.db/{STAGING_DIR}")  # staging cleaned up

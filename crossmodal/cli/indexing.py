@@ -10,6 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from crossmodal.cli.options import (
+    Location,
     choose_model,
     db_option,
     err,
@@ -20,15 +21,18 @@ from crossmodal.cli.options import (
     out,
     prepare_text_export,
     print_json,
+    storage_option,
 )
 from crossmodal.indexing import IndexConfig, IndexProgress, IndexReport, index_folder
+from crossmodal.media.remote import parse_storage_options
 from crossmodal.model.specs import SHIPPED_MODEL
 from crossmodal.store import IMAGES, TEXT_PREFIX, Store
 
 
 @click.command()
-@click.argument("photos_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("photos_dir", type=Location(must_exist=True))
 @db_option
+@storage_option
 @model_options
 @click.option("--rebuild", is_flag=True, help="Drop the image table first (to switch models).")
 @click.option("--include-hidden", is_flag=True, help="Also index hidden files and folders.")
@@ -80,8 +84,9 @@ from crossmodal.store import IMAGES, TEXT_PREFIX, Store
 @json_option
 @friendly_errors
 def index(
-    photos_dir: Path,
-    db_dir: Path,
+    photos_dir: Path | str,
+    db_dir: Path | str,
+    storage_options: tuple[str, ...],
     model_spec: str | None,
     device: str,
     precision: str,
@@ -102,7 +107,8 @@ def index(
     Re-running does only the needed work: new and changed photos are encoded, moved ones keep
     their vectors, deleted ones leave the table. `--engine ray` writes the same table with Ray.
     """
-    store = Store.open(db_dir, create=True)
+    options = parse_storage_options(storage_options)
+    store = Store.open(db_dir, create=True, storage_options=options)
     spec = choose_model(store, model_spec)  # a rebuild keeps the model unless told
     ray_config = None
     if engine == "ray":

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.text import Text
 
 from crossmodal.errors import CrossmodalError, TableNotFoundError
+from crossmodal.media.remote import is_uri
 from crossmodal.model.cache import CACHE_ENV_VAR
 from crossmodal.model.specs import MODEL_ENV_VAR, default_model_spec
 from crossmodal.store import IMAGES, Store
@@ -26,15 +27,43 @@ out = Console(highlight=False, soft_wrap=True, markup=False)
 err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
 
 
+class Location(click.ParamType):
+    """A local folder (a Path) or a place on object storage (its URI, kept as text: a Path
+    would fold s3://bucket into s3:/bucket)."""
+
+    name = "path"
+
+    def __init__(self, must_exist: bool = False) -> None:
+        self.must_exist = must_exist
+        self._local = click.Path(exists=must_exist, file_okay=False, path_type=Path)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and is_uri(value):
+            return value.rstrip("/")
+        return self._local.convert(value, param, ctx)
+
+
 def db_option(func: F) -> F:
     return click.option(
         "--db",
         "db_dir",
-        type=click.Path(file_okay=False, path_type=Path),
+        type=Location(),
         default=Path("crossmodal.db"),
         show_default=True,
         envvar="CROSSMODAL_DB",
-        help="Database folder (LanceDB). Env: CROSSMODAL_DB.",
+        help="Database folder (LanceDB), or s3://, gs://, az:// (credentials from the "
+        "standard environment, e.g. AWS_ENDPOINT_URL). Env: CROSSMODAL_DB.",
+    )(func)
+
+
+def storage_option(func: F) -> F:
+    return click.option(
+        "--storage-option",
+        "storage_options",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="For object storage: LanceDB's storage options (aws_endpoint, allow_http, "
+        "aws_access_key_id, ...), used for the database and the photos. Repeatable.",
     )(func)
 
 

@@ -19,7 +19,7 @@ from crossmodal.cli.options import (
     prepare_text_export,
     print_json,
 )
-from crossmodal.errors import CrossmodalError
+from crossmodal.errors import CrossmodalError, StoreError
 from crossmodal.model.specs import Encoder
 from crossmodal.search import (
     MAX_K,
@@ -305,7 +305,12 @@ def classify(
     print_text_hits(hits[:k], as_json, with_probability=True)
 
 
-def _existing(db_dir: Path) -> Store | None:
+def _existing(db_dir: Path | str) -> Store | None:
+    if isinstance(db_dir, str):  # object storage: a database there, or none
+        try:
+            return Store.open(db_dir)
+        except StoreError:
+            return None
     return Store.open(db_dir) if db_dir.exists() else None
 
 

@@ -31,9 +31,9 @@ from crossmodal.indexing.pipeline import (
 )
 from crossmodal.media.files import Discovery, FailedFile, ImageFile, discover, printable_path
 from crossmodal.media.images import PixelRecipe
+from crossmodal.media.remote import ObjectStorage, is_uri
 from crossmodal.model.specs import Encoder
 from crossmodal.store import ImageRow, ImageTable, Store
-from crossmodal.store.lock import WriterLock
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ def index_folder(
     refused with `DatabaseBusyError`.
     """
     config = config or IndexConfig()
-    with WriterLock(store.db_dir, wait=config.wait):
+    with store.writer_lock(config.wait):
         return _index_folder(root, store, encoder, config, on_progress)
 
 
@@ -124,9 +124,8 @@ def _index_folder(
     recipe = pixel_recipe(encoder)
     # without a recipe the threads hold whole decoded images: keep just one batch in flight
     lookahead = max(config.lookahead, config.batch_size) if recipe else config.batch_size
-    stream = prepare_stream(
-        run.jobs(), recipe, run.vanished, PipelineConfig(config.workers, lookahead)
-    )
+    pipeline = PipelineConfig(config.workers, lookahead)
+    stream = prepare_stream(run.jobs(), recipe, run.vanished, pipeline, run.storage)
     with closing(stream):  # stops the decoding threads if encoding or writing fails
         done = 0
         for batch in _chunks(run.plan.todo, config.batch_size):
@@ -146,13 +145,14 @@ def begin_run(
     plan, count and clean up alike. The caller holds the database's writer lock.
     """
     started = time.perf_counter()
-    root_path = Path(root).expanduser().resolve()
-    found = discover(root_path, include_hidden=config.include_hidden)
+    root_path = str(root).rstrip("/") if is_uri(root) else Path(root).expanduser().resolve()
+    found = discover(root_path, include_hidden=config.include_hidden, storage=store.storage)
     if config.rebuild:
         store.drop("images")
     table = store.images(encoder.identity, create=True)
     plan = _plan(table, root_path, found.files, found.unlisted)
-    run = Run(table, encoder, plan, _vanished_records(table, plan), root_path, found, started)
+    vanished = _vanished_records(table, plan)
+    run = Run(table, encoder, plan, vanished, root_path, found, started, store.storage)
     run.failed.extend(found.failed)
     return run
 
@@ -166,10 +166,12 @@ class Run:
         encoder: Encoder,
         plan: _Plan,
         vanished: dict[str, tuple[ImageRow, np.ndarray]],
-        root: Path,
+        root: Path | str,
         found: Discovery,
         started: float,
+        storage: ObjectStorage,
     ) -> None:
+        self.storage = storage  # reads the photos when they are on object storage
         self.root = root
         self.found = found
         self.started = started
@@ -226,7 +228,7 @@ class Run:
                     result = replace(result, error="changed while it was indexed; index again")
                 else:
                     # a second copy of a moved photo: the vector went to the first, so decode it
-                    result = prepare(Job(file.open_path), recipe, frozenset())
+                    result = prepare(Job(file.open_path), recipe, frozenset(), self.storage)
             if result.error is not None or (result.pixels is None and not fresh):
                 reason = result.error or "no pixels"
                 log.warning("skipped %s: %s", file.path, reason)
@@ -300,7 +302,7 @@ def _inside(path: str, folders: Sequence[str]) -> bool:
 
 
 def _plan(
-    table: ImageTable, root: Path, files: Sequence[ImageFile], unlisted: Sequence[str] = ()
+    table: ImageTable, root: Path | str, files: Sequence[ImageFile], unlisted: Sequence[str] = ()
 ) -> _Plan:
     prefix = printable_path(str(root)) + os.sep
     stored = {p: v for p, v in table.stored_files().items() if p.startswith(prefix)}

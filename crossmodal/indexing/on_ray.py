@@ -14,13 +14,13 @@ import logging
 import os
 import pickle
 import shutil
+import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,10 +30,10 @@ from crossmodal.errors import CrossmodalError
 from crossmodal.indexing.folders import IndexConfig, IndexProgress, IndexReport, Run, begin_run
 from crossmodal.indexing.pipeline import Job, Prepared, pixel_recipe, prepare
 from crossmodal.media.images import PixelRecipe
+from crossmodal.media.remote import ObjectStorage
 from crossmodal.model.encoder import EncoderConfig
 from crossmodal.model.specs import Encoder
 from crossmodal.store import Store
-from crossmodal.store.lock import WriterLock
 
 log = logging.getLogger(__name__)
 
@@ -86,29 +86,48 @@ def index_folder_on_ray(
             "image preprocessing is not one crossmodal reproduces.\nFix: index with the local "
             "engine (leave out --engine ray)"
         )
-    with WriterLock(store.db_dir, wait=config.wait):
+    with store.writer_lock(config.wait):
         run = begin_run(root, store, encoder, config)
-        staging = Path(store.db_dir) / STAGING_DIR
-        shutil.rmtree(staging, ignore_errors=True)  # a killed run's leftovers: we hold the lock
+        staging = f"{store.db_dir}/{STAGING_DIR}"
+        _remove_stale_staging(store, staging)
         if run.plan.todo:
             with _ray_session(ray_config):
-                _encode_on_ray(run, recipe, config, ray_config, staging, on_progress)
+                _encode_on_ray(run, store, recipe, config, ray_config, staging, on_progress)
         return run.finish(config)
+
+
+STALE_STAGING = 6 * 3600.0  # seconds: a remote run's staging data this old is from a dead run
+
+
+def _remove_stale_staging(store: Store, staging: str) -> None:
+    """Remove what killed runs left in the staging folder. Locally the writer lock says no run
+    is alive; on object storage another run may be, so only data older than STALE_STAGING goes."""
+    if not store.remote:
+        shutil.rmtree(staging, ignore_errors=True)
+        return
+    newest: dict[str, int] = {}
+    for uri, _, mtime_ns in store.storage.list_files(staging):
+        dataset = uri[len(staging) + 1 :].split("/", 1)[0]
+        newest[dataset] = max(newest.get(dataset, 0), mtime_ns)
+    for dataset, mtime_ns in newest.items():
+        if time.time() - mtime_ns / 1e9 > STALE_STAGING:
+            store.storage.remove_tree(f"{staging}/{dataset}")
 
 
 def _encode_on_ray(
     run: Run,
+    store: Store,
     recipe: PixelRecipe,
     config: IndexConfig,
     ray_config: RayConfig,
-    staging: Path,
+    staging: str,
     on_progress: Callable[[IndexProgress], None] | None,
 ) -> None:
-    import lance
     import ray.data
     from lance_ray import LanceFragmentWriter
 
-    uri = str(staging / f"{uuid.uuid4().hex}.lance")
+    uri = f"{staging}/{uuid.uuid4().hex}.lance"
+    options = store.storage_options
     files = {f.path: f for f in run.plan.todo}
     stored = run.plan.stored
     items = [
@@ -130,7 +149,7 @@ def _encode_on_ray(
     data: Any = ray.data.from_items(items, override_num_blocks=blocks)
     data = data.map_batches(
         _decode_batch,
-        fn_kwargs={"recipe": recipe},
+        fn_kwargs={"recipe": recipe, "storage": store.storage},
         batch_size=config.batch_size,
         batch_format="numpy",
         num_cpus=ray_config.decode_cpus,
@@ -154,31 +173,36 @@ def _encode_on_ray(
         num_gpus=ray_config.gpus_per_actor if gpu else None,
     )
     data = data.map_batches(
-        LanceFragmentWriter(uri, schema=STAGING_SCHEMA, data_storage_version="stable"),
+        LanceFragmentWriter(
+            uri, schema=STAGING_SCHEMA, data_storage_version="stable", storage_options=options
+        ),
         batch_size=None,
         batch_format="pyarrow",
         num_cpus=0.25,
     )
     fragments: list[Any] = []
-    rows = done = 0
+    done = 0
+
+    def merge() -> None:
+        nonlocal done
+        done += _merge_shard(run, recipe, files, uri, fragments, options)
+        fragments.clear()
+        if on_progress:
+            on_progress(IndexProgress(done, len(files), run.images_per_second()))
+
     try:
         for written in data.iter_batches(batch_size=None, batch_format="pyarrow"):
-            for blob in written.column("fragment").to_pylist():
-                fragment = pickle.loads(blob)
-                fragments.append(fragment)
-                rows += fragment.physical_rows
-            if rows >= ray_config.shard_rows:
-                done += _merge_shard(run, recipe, files, uri, fragments, lance)
-                fragments, rows = [], 0
-                if on_progress:
-                    on_progress(IndexProgress(done, len(files), run.images_per_second()))
+            fragments.extend(pickle.loads(b) for b in written.column("fragment").to_pylist())
+            if sum(f.physical_rows for f in fragments) >= ray_config.shard_rows:
+                merge()
         if fragments:
-            done += _merge_shard(run, recipe, files, uri, fragments, lance)
-            if on_progress:
-                on_progress(IndexProgress(done, len(files), run.images_per_second()))
+            merge()
         log.debug("Ray Data's account of the run:\n%s", data.stats())
     finally:
-        shutil.rmtree(uri, ignore_errors=True)
+        if store.remote:
+            store.storage.remove_tree(uri)
+        else:
+            shutil.rmtree(uri, ignore_errors=True)
 
 
 def _merge_shard(
@@ -187,11 +211,13 @@ def _merge_shard(
     files: dict[str, Any],
     uri: str,
     fragments: list[Any],
-    lance: Any,
+    options: dict[str, str],
 ) -> int:
     """Commit one shard's fragments as the staging dataset, then merge it into the table."""
+    import lance
+
     operation = lance.LanceOperation.Overwrite(STAGING_SCHEMA, fragments)
-    staged = lance.LanceDataset.commit(uri, operation).to_table()
+    staged = lance.LanceDataset.commit(uri, operation, storage_options=options).to_table()
     paths = staged.column("path").to_pylist()
     vectors = staged.column("vector")
     encoded: dict[str, np.ndarray] = {}
@@ -230,7 +256,9 @@ STAGING_SCHEMA = pa.schema(
 )
 
 
-def _decode_batch(batch: dict[str, np.ndarray], recipe: PixelRecipe) -> dict[str, np.ndarray]:
+def _decode_batch(
+    batch: dict[str, np.ndarray], recipe: PixelRecipe, storage: ObjectStorage
+) -> dict[str, np.ndarray]:
     """A Ray task: the project's own reader and decoder (EXIF orientation, draft decoding, one
     bad file reported, never raised) for a batch of files."""
     height, width = recipe.size
@@ -241,7 +269,7 @@ def _decode_batch(batch: dict[str, np.ndarray], recipe: PixelRecipe) -> dict[str
     for i, (open_path, known) in enumerate(
         zip(batch["open_path"], batch["known_hash"], strict=True)
     ):
-        result = prepare(Job(str(open_path), str(known) or None), recipe, frozenset())
+        result = prepare(Job(str(open_path), str(known) or None), recipe, frozenset(), storage)
         if result.pixels is not None:
             pixels[i] = result.pixels
             encode[i] = True

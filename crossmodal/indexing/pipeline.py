@@ -28,6 +28,7 @@ from crossmodal.media.images import (
     read_image_bytes,
     to_pixels,
 )
+from crossmodal.media.remote import ObjectStorage
 from crossmodal.model.specs import Encoder
 
 log = logging.getLogger(__name__)
@@ -83,10 +84,16 @@ def pixel_recipe(encoder: Encoder) -> PixelRecipe | None:
     return None
 
 
-def prepare(job: Job, recipe: PixelRecipe | None, reusable: frozenset[str]) -> Prepared:
-    """Read, hash and (unless its vector can be reused) decode one file. Never raises."""
+def prepare(
+    job: Job,
+    recipe: PixelRecipe | None,
+    reusable: frozenset[str],
+    storage: ObjectStorage | None = None,
+) -> Prepared:
+    """Read, hash and (unless its vector can be reused) decode one file, or one object read
+    through `storage`. Never raises."""
     try:
-        data = read_image_bytes(job.path)
+        data = read_image_bytes(job.path, storage)
         digest = content_hash(data)
         if digest == job.known_hash or digest in reusable:
             return Prepared(job.path, digest)
@@ -114,6 +121,7 @@ def prepare_stream(
     recipe: PixelRecipe | None,
     reusable: Iterable[str] = (),
     config: PipelineConfig | None = None,
+    storage: ObjectStorage | None = None,
 ) -> Generator[Prepared, None, None]:
     """Prepare every job, yielding results in order while threads run up to `lookahead` ahead.
 
@@ -124,21 +132,21 @@ def prepare_stream(
     workers = worker_count(config)
     if workers == 0 or not jobs:
         for job in jobs:
-            yield prepare(job, recipe, known)
+            yield prepare(job, recipe, known, storage)
         return
     pending: deque[Future[Prepared]] = deque()
     queued = iter(jobs)
     with ThreadPoolExecutor(workers, thread_name_prefix="crossmodal-decode") as pool:
         try:
             for job in queued:
-                pending.append(pool.submit(prepare, job, recipe, known))
+                pending.append(pool.submit(prepare, job, recipe, known, storage))
                 if len(pending) >= max(1, config.lookahead):
                     break
             while pending:
                 yield pending.popleft().result()
                 following = next(queued, None)  # refilled once the caller took the result
                 if following is not None:
-                    pending.append(pool.submit(prepare, following, recipe, known))
+                    pending.append(pool.submit(prepare, following, recipe, known, storage))
         finally:
             for future in pending:  # closed early: decode nothing more
                 future.cancel()

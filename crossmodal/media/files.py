@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from crossmodal.errors import CrossmodalError
+from crossmodal.media.remote import ObjectStorage, is_uri
 
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".tif", ".tiff", ".bmp"}
@@ -117,11 +118,15 @@ def discover(
     *,
     include_hidden: bool = False,
     on_progress: Callable[[int], None] | None = None,
+    storage: ObjectStorage | None = None,
 ) -> Discovery:
-    """Find every image under `root`, recursively, sorted by path.
+    """Find every image under `root` (a folder, or a prefix on object storage read through
+    `storage`), recursively, sorted by path.
 
     `on_progress` is called with the number of images found so far, every 500 files.
     """
+    if is_uri(root):
+        return _discover_remote(str(root), storage or ObjectStorage(), include_hidden)
     root_path = Path(root).expanduser()
     if not root_path.is_dir():
         raise CrossmodalError(f"{root_path} is not a folder; give the folder that holds the photos")
@@ -157,6 +162,29 @@ def discover(
 
 
 _FOLDER_ERRORS = ("cannot open folder", "cannot list folder")
+
+
+def _discover_remote(root: str, storage: ObjectStorage, include_hidden: bool) -> Discovery:
+    """Every image object under the prefix `root`: its URI, size and modification time."""
+    prefix = root.rstrip("/") + "/"
+    try:
+        listed = storage.list_files(prefix)
+    except OSError as exc:
+        raise CrossmodalError(f"cannot list {root}: {exc}") from exc
+    suffixes = supported_suffixes()
+    files: list[ImageFile] = []
+    failed: list[FailedFile] = []
+    for uri, size, mtime_ns in listed:
+        inside = uri[len(prefix) :].split("/")
+        if not include_hidden and any(part.startswith(".") for part in inside):
+            continue
+        suffix = os.path.splitext(uri)[1].lower()
+        if suffix in suffixes:
+            files.append(ImageFile(uri, size, mtime_ns))
+        elif suffix in UNSUPPORTED_SUFFIXES:
+            reason = f"unsupported format {suffix} ({UNSUPPORTED_SUFFIXES[suffix]})"
+            failed.append(FailedFile(uri, reason))
+    return Discovery(tuple(files), tuple(failed))
 
 
 def _looks_like_a_photo(name: str) -> bool:

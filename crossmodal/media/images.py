@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from crossmodal.errors import ImageDecodeError
+from crossmodal.media.remote import ObjectStorage, is_uri
 
 # Pillow refuses images above 2x its MAX_IMAGE_PIXELS (about 179 MP) as decompression bombs; we
 # accept up to that, so a 150 MP panorama indexes and a forged 1-gigapixel header does not.
@@ -53,19 +54,25 @@ def content_hash(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
-def decode_image(path: str | Path, *, min_side: int | None = None) -> DecodedImage:
+def decode_image(
+    path: str | Path, *, min_side: int | None = None, storage: ObjectStorage | None = None
+) -> DecodedImage:
     """Read and decode one image file.
 
     `min_side`: when set, a JPEG much larger than needed is decoded at a reduced scale (Pillow's
     draft mode, DCT scaling), never below `min_side` pixels on its shorter side.
     """
-    return decode_bytes(read_image_bytes(path), str(path), min_side=min_side)
+    return decode_bytes(read_image_bytes(path, storage), str(path), min_side=min_side)
 
 
-def read_image_bytes(path: str | Path) -> bytes:
-    """The bytes of an image file; an unreadable or empty file is an ImageDecodeError."""
+def read_image_bytes(path: str | Path, storage: ObjectStorage | None = None) -> bytes:
+    """The bytes of an image file, or of an object on storage (read through `storage`); an
+    unreadable or empty one is an ImageDecodeError."""
     try:
-        data = Path(path).read_bytes()
+        if is_uri(path):
+            data = (storage or ObjectStorage()).read(str(path))
+        else:
+            data = Path(path).read_bytes()
     except OSError as exc:
         raise ImageDecodeError(str(path), f"cannot read file: {exc.strerror or exc}") from exc
     if not data:

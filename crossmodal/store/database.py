@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,10 @@ from crossmodal.errors import (
     TableNotFoundError,
     is_disk_full,
 )
+from crossmodal.media.remote import ObjectStorage, is_uri
 from crossmodal.model.specs import ModelIdentity
 from crossmodal.store.importing import import_lancedb
+from crossmodal.store.lock import WriterLock
 from crossmodal.store.records import (
     META_KEY,
     SCHEMA_VERSION,
@@ -56,12 +59,28 @@ def check_text_table_name(name: str) -> None:
 
 
 class Store:
-    """A crossmodal database: a LanceDB directory with one image table and any text tables."""
+    """A crossmodal database: a LanceDB directory with one image table and any text tables.
 
-    def __init__(self, db_dir: Path, connection: Any, policy: IndexPolicy | None = None) -> None:
-        self.db_dir = db_dir
+    The directory is a local folder or a prefix on object storage (s3://, gs://, az://), opened
+    with LanceDB's `storage_options` (which fall back to the standard environment variables).
+    """
+
+    def __init__(
+        self,
+        db_dir: Path | str,
+        connection: Any,
+        policy: IndexPolicy | None = None,
+        storage_options: dict[str, str] | None = None,
+    ) -> None:
+        self.db_dir = db_dir  # a resolved Path, or the URI of a database on object storage
         self._db = connection
         self.policy = policy or IndexPolicy()  # when tables get ANN indexes, how they are searched
+        self.storage_options = dict(storage_options or {})
+        self.storage = ObjectStorage(self.storage_options)  # reads photos stored beside it
+
+    @property
+    def remote(self) -> bool:
+        return isinstance(self.db_dir, str)
 
     @classmethod
     def open(
@@ -70,7 +89,10 @@ class Store:
         *,
         create: bool = False,
         policy: IndexPolicy | None = None,
+        storage_options: dict[str, str] | None = None,
     ) -> Store:
+        if is_uri(db_dir):
+            return cls._open_remote(str(db_dir).rstrip("/"), create, policy, storage_options)
         lancedb = import_lancedb()
         path = Path(db_dir).expanduser().resolve()
         if not path.exists() and not create:
@@ -89,6 +111,36 @@ class Store:
             if is_disk_full(exc):
                 raise DiskFullError(str(path)) from exc
             raise StoreError(f"cannot open database {path}: {exc}") from exc
+
+    @classmethod
+    def _open_remote(
+        cls, uri: str, create: bool, policy: IndexPolicy | None, options: dict[str, str] | None
+    ) -> Store:
+        lancedb = import_lancedb()
+        try:
+            connection = lancedb.connect(uri, storage_options=dict(options or {}))
+            store = cls(uri, connection, policy, options)
+            names = store.table_names()
+        except Exception as exc:
+            raise StoreError(
+                f"cannot open database {uri}: {lance_reason(exc)}\nFix: check the bucket, and "
+                "the credentials and endpoint in --storage-option or the AWS_* environment"
+            ) from exc
+        if not names and not create:
+            raise StoreError(
+                f"no database at {uri}.\nFix: build one with "
+                f"`crossmodal index PHOTOS_DIR --db {uri}`"
+            )
+        return store
+
+    def writer_lock(self, wait: float = 0.0) -> AbstractContextManager[object]:
+        """The lock one index run holds. A bucket has no file lock: there, concurrent writers
+        rely on Lance's optimistic commits (a commit that conflicts is retried or refused,
+        never half-applied; docs/scale.md)."""
+        if self.remote:
+            return nullcontext()
+        assert isinstance(self.db_dir, Path)
+        return WriterLock(self.db_dir, wait=wait)
 
     def table_names(self) -> list[str]:
         return sorted(self._db.list_tables().tables)
@@ -125,7 +177,10 @@ class Store:
                     name,
                     schema=schema,
                     exist_ok=True,
-                    storage_options={"new_table_data_storage_version": FILE_FORMAT},
+                    storage_options={
+                        **self.storage_options,
+                        "new_table_data_storage_version": FILE_FORMAT,
+                    },
                 )
             except (OSError, RuntimeError) as exc:
                 if is_disk_full(exc):
@@ -173,7 +228,7 @@ class Store:
             )
 
 
-def _read_meta(table: Any, name: str, db_dir: Path) -> dict[str, Any]:
+def _read_meta(table: Any, name: str, db_dir: Path | str) -> dict[str, Any]:
     raw = (table.schema.metadata or {}).get(META_KEY)
     if raw is None:
         raise StoreError(

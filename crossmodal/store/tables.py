@@ -6,6 +6,9 @@ Each table wraps one LanceDB table; `crossmodal.store.database` opens and create
 from __future__ import annotations
 
 import functools
+import itertools
+import random
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import fields
 from datetime import datetime
@@ -31,6 +34,8 @@ from crossmodal.store.upkeep import FTS_COLUMNS
 from crossmodal.store.where import label_set_is, path_in, sql_string, where_clause
 
 _DELETE_CHUNK = 500
+RETRYABLE = "Retryable commit conflict"  # Lance's words when another writer committed first
+COMMIT_RETRIES = 8
 
 
 def lance_reason(exc: BaseException) -> str:
@@ -44,25 +49,31 @@ C = TypeVar("C", bound=type)
 def _reports_damage(cls: C) -> C:
     """Class decorator: when LanceDB fails to read or write the table's files (a data file
     deleted or truncated, a disk error), a public method raises a StoreError naming the fix
-    instead of a library traceback."""
+    instead of a library traceback. A commit that lost a race with another writer (a database
+    on object storage has no lock) is run again: every method here is keyed and idempotent."""
 
     def guarded(method: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(method)
         def wrapper(self: _Table, *args: Any, **kwargs: Any) -> Any:
-            try:
-                return method(self, *args, **kwargs)
-            except CrossmodalError:
-                raise
-            except (RuntimeError, OSError) as exc:
-                if is_disk_full(exc):
-                    raise DiskFullError(self.db_dir) from exc
-                reason = lance_reason(exc)
-                raise StoreError(
-                    f"table {self.name!r} could not be read or written: {reason}\n"
-                    "Its files may be damaged (deleted, truncated, or on a failing disk); your "
-                    "photos are untouched.\nFix: rebuild the index from the photos: "
-                    "`crossmodal index PHOTOS_DIR --db DB --rebuild`"
-                ) from exc
+            for attempt in itertools.count():
+                try:
+                    return method(self, *args, **kwargs)
+                except CrossmodalError:
+                    raise
+                except (RuntimeError, OSError) as exc:
+                    if RETRYABLE in str(exc) and attempt < COMMIT_RETRIES:
+                        time.sleep(random.uniform(0.05, 0.2) * 2**attempt)
+                        continue
+                    if is_disk_full(exc):
+                        raise DiskFullError(self.db_dir) from exc
+                    reason = lance_reason(exc)
+                    raise StoreError(
+                        f"table {self.name!r} could not be read or written: {reason}\n"
+                        "Its files may be damaged (deleted, truncated, or on a failing disk); "
+                        "your photos are untouched.\nFix: rebuild the index from the photos: "
+                        "`crossmodal index PHOTOS_DIR --db DB --rebuild`"
+                    ) from exc
+            raise AssertionError("unreachable")
 
         return wrapper
 
