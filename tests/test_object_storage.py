@@ -142,17 +142,23 @@ def test_storage_options_must_be_key_value():
         parse_storage_options(["allow_http"])
 
 
-def test_the_demo_shows_a_thumbnail_of_a_photo_in_the_bucket(s3, bucket_photos, model, tmp_path):
-    from crossmodal_demo.thumbnails import Thumbnails
-
-    store = Store.open(fresh_db(), create=True, storage_options=s3.options)
-    index_folder(bucket_photos, store, model)
-    row = store.images(model.identity).rows()[0]
-    thumbnail = Thumbnails(tmp_path / "thumbs", ObjectStorage(s3.options)).of(row, 64)
-    assert thumbnail.problem is None and thumbnail.path is not None
+def test_the_demo_shows_thumbnails_of_photos_in_the_bucket(
+    s3, bucket_photos, model, tmp_path, monkeypatch
+):
+    from crossmodal_demo.service import DemoService
     from PIL import Image
 
-    assert max(Image.open(thumbnail.path).size) == 64
+    db = fresh_db()
+    index_folder(bucket_photos, Store.open(db, create=True, storage_options=s3.options), model)
+    for name, value in s3.env.items():  # the demo reads the standard environment
+        monkeypatch.setenv(name, value)
+    service = DemoService(db, model, tmp_path / "demo")
+    results = service.search_text("a red circle", SearchOptions(k=4))
+    assert len(results.items) == 4
+    for item in results.items:
+        assert item.problem is None and item.hit.path.startswith(bucket_photos + "/")
+        assert Path(item.thumbnail).parent == tmp_path / "demo" / "thumbnails"
+        assert Image.open(item.thumbnail).format == "JPEG"  # a copy made from the bucket
 
 
 def test_two_writers_at_once_on_a_bucket_database_lose_nothing(s3, tmp_path, model):
