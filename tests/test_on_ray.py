@@ -315,3 +315,15 @@ def test_photos_and_database_on_object_storage(local_ray, s3, folder, tmp_path, 
         np.testing.assert_allclose(row.pop("vector"), other.pop("vector"), atol=1e-5)
         assert row == other
     assert not storage.list_files(f"{prefix}/ray.db/{STAGING_DIR}")  # staging cleaned up
+
+
+def test_ray_options_without_the_ray_engine_are_refused(folder, tmp_path):
+    from click.testing import CliRunner
+
+    from crossmodal.cli import main
+
+    result = CliRunner().invoke(
+        main, ["index", str(folder), "--db", str(tmp_path / "db"), "--actors", "2"]
+    )
+    assert result.exit_code == 2 and "need --engine ray" in result.output
+    assert not (tmp_path / "db").exists()

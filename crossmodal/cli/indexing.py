@@ -107,6 +107,8 @@ def index(
     Re-running does only the needed work: new and changed photos are encoded, moved ones keep
     their vectors, deleted ones leave the table. `--engine ray` writes the same table with Ray.
     """
+    if engine == "local" and (address or actors != 1 or gpus_per_actor or cpus_per_actor != 1):
+        raise click.UsageError("--address, --actors and --*-per-actor need --engine ray")
     options = parse_storage_options(storage_options)
     store = Store.open(db_dir, create=True, storage_options=options)
     spec = choose_model(store, model_spec)  # a rebuild keeps the model unless told
