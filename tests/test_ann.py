@@ -1,6 +1,7 @@
 """The vector index policy: exact while small, IVF_SQ once large, exact cosine scores either way,
 and correct results while rows are added and removed."""
 
+from dataclasses import replace
 from datetime import datetime
 
 import numpy as np
@@ -137,3 +138,33 @@ def test_an_outgrown_index_is_retrained_with_more_partitions(table):
         0,
     )
     assert len([c for c in table._table.list_indices() if c.columns == ["vector"]]) == 1
+
+
+def test_a_large_table_folds_a_few_new_rows_only_once_there_are_enough(tmp_path):
+    policy = IndexPolicy(
+        min_rows=400, partition_rows=100, nprobes=4, fold_below_rows=500, fold_fraction=0.01
+    )
+    table = Store.open(tmp_path / "db", create=True, policy=policy).images(IDENTITY, create=True)
+    table.append(rows(0, 600), vectors(0, 600))
+    assert table.maintain_index().unindexed_rows == 0
+    newcomer = np.zeros(DIM, np.float32)
+    newcomer[0] = 1.0
+    table.upsert(rows(600, 5), np.tile(newcomer, (5, 1)))
+    assert table.maintain_index().unindexed_rows == 5  # 5 < 1 % of 605: they wait
+    assert table.nearest(newcomer, 1)[0][0].name == "img_00600.jpg"  # and are found meanwhile
+    table.upsert(rows(605, 2), vectors(605, 2))
+    assert table.maintain_index().unindexed_rows == 0  # 7 >= 1 % of 607: folded in
+    table.upsert(rows(607, 1), vectors(607, 1))
+    assert table.maintain_index(force=True).unindexed_rows == 0  # `crossmodal optimize`
+
+
+def test_stored_files_of_a_prefix_leave_out_a_sibling_folder(table):
+    table.upsert(rows(0, 1)[0:0] or [r for r in rows(700, 1)], vectors(700, 1))
+    sibling = rows(701, 1)[0]
+
+    table.upsert(
+        [replace(sibling, path="/p/even-old/x.jpg", folder="/p/even-old")], vectors(701, 1)
+    )
+    stored = table.stored_files("/p/even/")
+    assert len(stored) == 301 and all(p.startswith("/p/even/") for p in stored)
+    assert "/p/even-old/x.jpg" in table.stored_files()

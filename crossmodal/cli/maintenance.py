@@ -34,7 +34,9 @@ def optimize(build: bool, db_dir: Path, as_json: bool) -> None:
             table = store.images(identity)
         else:
             table = store.texts(name[len(TEXT_PREFIX) :], identity)  # type: ignore[assignment]
-        states[name] = table.build_index() if build and name == IMAGES else table.maintain_index()
+        states[name] = (
+            table.build_index() if build and name == IMAGES else table.maintain_index(force=True)
+        )
     if as_json:
         print_json({name: vars(state) for name, state in states.items()})
         return

@@ -305,7 +305,7 @@ def _plan(
     table: ImageTable, root: Path | str, files: Sequence[ImageFile], unlisted: Sequence[str] = ()
 ) -> _Plan:
     prefix = printable_path(str(root)) + os.sep
-    stored = {p: v for p, v in table.stored_files().items() if p.startswith(prefix)}
+    stored = table.stored_files(prefix)  # only this folder's rows: a big table holds others
     todo = [f for f in files if stored.get(f.path, (None, None))[:2] != (f.size, f.mtime_ns)]
     on_disk = {f.path for f in files}
     vanished: dict[str, list[str]] = {}

@@ -147,23 +147,29 @@ class _Table:
         """Build (or rebuild) the ANN index, the scalar indexes and the keyword indexes now."""
         return upkeep.build_indexes(self._table, self.policy, keywords_only=keywords_only)
 
-    def maintain_index(self) -> IndexState:
+    def maintain_index(self, *, force: bool = False) -> IndexState:
         """What to call after writes: builds the ANN index once the table is large enough,
         folds new rows into existing indexes, retrains one the table has outgrown, and
-        compacts the files. Cheap when nothing changed."""
-        return upkeep.maintain(self._table, self.policy)
+        compacts the files. Cheap when nothing changed. A large table folds a few new rows
+        only once there are enough of them (`IndexPolicy.fold_fraction`), or when `force`d."""
+        return upkeep.maintain(self._table, self.policy, force=force)
 
 
 @_reports_damage
 class ImageTable(_Table):
     """The table of indexed images."""
 
-    def stored_files(self) -> dict[str, tuple[int, int, str]]:
-        """path -> (size, mtime_ns, content_hash) for every row: what re-indexing compares."""
+    def stored_files(self, prefix: str | None = None) -> dict[str, tuple[int, int, str]]:
+        """path -> (size, mtime_ns, content_hash) for every row, or every row whose path starts
+        with `prefix` (a range on the path index): what re-indexing compares."""
         # only these columns: reading whole rows (vectors are most of their bytes) held 2.3 GB
         # per million rows (benchmarks/ray_engine.py scale)
         columns = ["path", "size", "mtime_ns", "content_hash"]
-        data = self._table.search().select(columns).limit(None).to_arrow()
+        query = self._table.search().select(columns)
+        if prefix:
+            after = prefix[:-1] + chr(ord(prefix[-1]) + 1)  # the first string past the prefix
+            query = query.where(f"path >= {sql_string(prefix)} AND path < {sql_string(after)}")
+        data = query.limit(None).to_arrow()
         cols = [data.column(i).to_pylist() for i in range(4)]
         return {p: (s, m, h) for p, s, m, h in zip(*cols, strict=True)}
 

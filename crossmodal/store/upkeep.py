@@ -58,10 +58,12 @@ def build_indexes(table: Any, policy: IndexPolicy, *, keywords_only: bool = Fals
     return index_state(table)
 
 
-def maintain(table: Any, policy: IndexPolicy) -> IndexState:
+def maintain(table: Any, policy: IndexPolicy, *, force: bool = False) -> IndexState:
     """What to call after writes: builds the ANN index once the table is large enough,
     folds new rows into existing indexes, retrains one the table has outgrown, and
-    compacts the files. Cheap when nothing changed."""
+    compacts the files. Cheap when nothing changed. On a large table, a few new rows wait
+    until there are enough of them to be worth a fold (`IndexPolicy.fold_fraction`) unless
+    `force` is set."""
     state = index_state(table)
     trained = (state.partitions or 0) * policy.partition_rows
     if (state.vector_index is None and state.rows >= policy.min_rows) or (
@@ -76,6 +78,9 @@ def maintain(table: Any, policy: IndexPolicy) -> IndexState:
         for column, kind in SCALAR_INDEXES.items():  # e.g. `label`, added after the build
             if column in names and column not in state.scalar_columns:
                 table.create_index(column, config=_scalar_config(kind))
+    waiting = state.unindexed_rows < policy.fold_fraction * state.rows
+    if not force and state.vector_index and state.rows > policy.fold_below_rows and waiting:
+        return state
     _compact(table)
     return index_state(table)
 
