@@ -96,7 +96,7 @@ class ObjectStorage:
                         access_key=self.option("aws_access_key_id"),
                         secret_key=self.option("aws_secret_access_key"),
                         session_token=self.option("aws_session_token"),
-                        region=self.option("aws_region") or "us-east-1",
+                        region=self.option("aws_region") or _bucket_region(bucket, endpoint),
                         endpoint_override=endpoint.split("://", 1)[-1] if endpoint else None,
                         scheme="http" if http or (endpoint or "").startswith("http:") else "https",
                     )
@@ -144,3 +144,16 @@ class ObjectStorage:
         filesystem, path = self._filesystem(uri)
         with contextlib.suppress(FileNotFoundError, OSError):
             filesystem.delete_dir(path)
+
+
+def _bucket_region(bucket: str, endpoint: str | None) -> str:
+    """The region of an AWS bucket when none was given (asked of S3 itself); a custom endpoint
+    (MinIO, moto, Ceph) takes the default."""
+    if endpoint:
+        return "us-east-1"
+    import pyarrow.fs as pafs
+
+    try:
+        return str(pafs.resolve_s3_region(bucket))
+    except OSError:
+        return "us-east-1"
