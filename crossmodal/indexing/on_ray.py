@@ -1,7 +1,7 @@
 """Indexing on Ray Data: the plan, decoder, encoder and table of `index_folder`, spread over a
 cluster. plan (driver) -> decoding tasks -> encoder actors -> Lance fragments written by the
 workers (lance-ray) -> per shard, the driver commits them as a staging dataset and merges it into
-the table by path, so a killed driver loses at most the shard in flight.
+the table by path, so a killed driver loses only work not merged yet, and a re-run redoes it.
 
 Ray, Ray Data, lance-ray and pylance come with `pip install 'crossmodal[ray]'`; nothing here is
 imported until a Ray run starts.
