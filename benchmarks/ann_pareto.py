@@ -1,0 +1,164 @@
+"""Recall against latency for LanceDB's index kinds at a million rows (issue 16, item 4).
+
+    python benchmarks/ann_pareto.py --rows 1000000 --kinds IVF_SQ IVF_PQ IVF_RQ IVF_HNSW_SQ
+
+One table of `--rows` synthetic 512-d rows (search_latency's "clustered" vectors: a shared
+direction, topics, a 64-d latent space, as CLIP embeddings have; or "uniform"), written through
+crossmodal.store. For each index kind it builds the index (timed), then for each probe count and
+refine factor measures, over the same queries, top-10 latency p50/p95 and recall@10 against exact
+search computed in numpy:
+- unfiltered;
+- a filter keeping 1 % of the rows (10 of 1,000 folders: `folder IN (...)`, prefiltered);
+- a filter keeping 50 % (a range on `path`, standing in for a date range: the synthetic rows
+  share one date).
+Then queries/s from 4 client threads at the default settings. One line per point; pick the
+Pareto front from them. Machine load is printed with each kind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from search_latency import CHUNK, Vectors, build_table, exact_top10
+
+from crossmodal.store import Store
+from crossmodal.store.records import IndexPolicy
+
+FILTERS = {
+    "none": (None, lambda i: np.ones_like(i, bool)),
+    "1%": (
+        "folder IN (" + ", ".join(f"'/bench/f{f:04d}'" for f in range(0, 1000, 100)) + ")",
+        lambda i: (i // 1000) % 100 == 0,
+    ),
+    "50%": ("path < '/bench/f0500/'", lambda i: i < 500_000),
+}
+
+
+def exact_filtered(rows: int, vectors: Vectors, queries: np.ndarray, keep) -> np.ndarray:  # type: ignore[no-untyped-def]
+    best_scores = np.full((len(queries), 10), -np.inf, np.float32)
+    best_ids = np.zeros((len(queries), 10), np.int64)
+    for start in range(0, rows, CHUNK):
+        count = min(CHUNK, rows - start)
+        ids = np.arange(start, start + count)
+        mask = keep(ids)
+        if not mask.any():
+            continue
+        sims = queries @ vectors.sample(count, seed=1 + start)[mask].T
+        scores = np.concatenate([best_scores, sims], axis=1)
+        all_ids = np.concatenate([best_ids, ids[mask][None].repeat(len(queries), 0)], axis=1)
+        top = np.argsort(-scores, axis=1, kind="stable")[:, :10]
+        best_scores = np.take_along_axis(scores, top, 1)
+        best_ids = np.take_along_axis(all_ids, top, 1)
+    return best_ids
+
+
+def search(table, query, where, nprobes, refine):  # type: ignore[no-untyped-def]
+    q = table.search(query).distance_type("cosine").nprobes(nprobes)
+    if refine:
+        q = q.refine_factor(refine)
+    if where:
+        q = q.where(where, prefilter=True)
+    return q.select(["name"]).limit(10).to_arrow().column("name").to_pylist()
+
+
+def measure(table, queries, truth, where, nprobes, refine) -> tuple[float, float, float]:  # type: ignore[no-untyped-def]
+    for query in queries[:3]:
+        search(table, query, where, nprobes, refine)
+    times, recalls = [], []
+    for query, expected in zip(queries, truth, strict=True):
+        started = time.perf_counter()
+        names = search(table, query, where, nprobes, refine)
+        times.append((time.perf_counter() - started) * 1000)
+        found = {int(n[4:11]) for n in names}
+        recalls.append(len(found & set(expected.tolist())) / 10)
+    return (
+        float(np.percentile(times, 50)),
+        float(np.percentile(times, 95)),
+        float(statistics.mean(recalls)),
+    )
+
+
+def throughput(table, queries, nprobes, refine, clients: int = 4) -> float:  # type: ignore[no-untyped-def]
+    done = [0]
+    lock = threading.Lock()
+
+    def client(offset: int) -> None:
+        for query in queries[offset::clients]:
+            search(table, query, None, nprobes, refine)
+            with lock:
+                done[0] += 1
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return done[0] / (time.perf_counter() - started)
+
+
+def build_index(table, kind: str, rows: int) -> float:  # type: ignore[no-untyped-def]
+    partitions = max(1, rows // IndexPolicy().partition_rows)
+    options: dict[str, object] = {"num_partitions": partitions}
+    if kind == "IVF_PQ" or kind == "IVF_HNSW_PQ":
+        options["num_sub_vectors"] = 64
+    if kind.startswith("IVF_HNSW"):
+        options["num_partitions"] = max(1, rows // 100_000)  # HNSW graphs want big partitions
+    started = time.perf_counter()
+    table.create_index(
+        metric="cosine", vector_column_name="vector", index_type=kind, replace=True, **options
+    )
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--distribution", choices=["clustered", "uniform"], default="clustered")
+    parser.add_argument("--queries", type=int, default=100)
+    parser.add_argument("--kinds", nargs="+", default=["IVF_SQ", "IVF_PQ", "IVF_RQ", "IVF_HNSW_SQ"])
+    parser.add_argument("--probes", type=int, nargs="+", default=[4, 8, 16, 32])
+    parser.add_argument("--refines", type=int, nargs="+", default=[0, 5])
+    parser.add_argument("--dir", default=os.path.join(tempfile.gettempdir(), "crossmodal-bench"))
+    args = parser.parse_args()
+
+    vectors = Vectors(args.distribution, topics=max(args.rows // 1000, 20))
+    queries = vectors.sample(args.queries, seed=10**9)
+    path = Path(args.dir) / f"pareto-{args.distribution}-{args.rows}"
+    load = build_table(path, args.rows, vectors, "2.1")
+    print(f"{args.rows:,} {args.distribution} rows (load {load:.0f} s)", flush=True)
+    truths = {"none": exact_top10(args.rows, vectors, queries)}
+    for name, (_, keep) in FILTERS.items():
+        if name != "none":
+            truths[name] = exact_filtered(args.rows, vectors, queries, keep)
+    store = Store.open(path)
+    table = store.images(store.info("images").model)._table
+    print("kind          build s  probes refine  filter   p50 ms   p95 ms  recall@10", flush=True)
+    for kind in args.kinds:
+        seconds = build_index(table, kind, args.rows)
+        table.checkout_latest()
+        print(f"-- {kind}: built in {seconds:.0f} s, load {os.getloadavg()[0]:.1f}", flush=True)
+        for nprobes in args.probes:
+            for refine in args.refines:
+                for name, (where, _) in FILTERS.items():
+                    p50, p95, recall = measure(
+                        table, queries, truths[name], where, nprobes, refine
+                    )
+                    print(
+                        f"{kind:13} {seconds:7.0f} {nprobes:7} {refine:6}  {name:6} "
+                        f"{p50:8.1f} {p95:8.1f} {recall:10.3f}",
+                        flush=True,
+                    )
+        qps = throughput(table, np.concatenate([queries] * 4), 16, 5)
+        print(f"{kind}: {qps:.0f} queries/s from 4 clients (16 probes, refine 5)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
