@@ -129,14 +129,9 @@ def _encode_on_ray(
     uri = f"{staging}/{uuid.uuid4().hex}.lance"
     options = store.storage_options
     files = {f.path: f for f in run.plan.todo}
-    stored = run.plan.stored
     items = [
-        {
-            "path": f.path,
-            "open_path": f.open_path,
-            "known_hash": stored.get(f.path, ("", "", ""))[2],
-        }
-        for f in run.plan.todo
+        {"path": f.path, "open_path": job.path, "known_hash": job.known_hash or ""}
+        for f, job in zip(run.plan.todo, run.jobs(), strict=True)
     ]
     gpu = ray_config.gpus_per_actor > 0
     actor_config = EncoderConfig(
@@ -364,7 +359,8 @@ def _ray_session(config: RayConfig) -> Iterator[None]:
         # the one way Ray 2.60 has to keep decoding out of the actors (see `_encode_on_ray`)
         warnings.filterwarnings("ignore", "`ray_remote_args_fn` is deprecated")
         if not ray.is_initialized():
-            started = _start_ray(ray, config)
+            _start_ray(ray, config)
+            started = True
         try:
             _check_resources(ray.cluster_resources(), config)
             context = ray.data.DataContext.get_current()
@@ -382,7 +378,7 @@ def quiet_ray_logs() -> None:
     logging.getLogger("ray.data").setLevel(logging.WARNING)
 
 
-def _start_ray(ray: Any, config: RayConfig) -> bool:
+def _start_ray(ray: Any, config: RayConfig) -> None:
     """Join the cluster at `config.address`, or start a local Ray (GPUs found by Ray itself) with
     enough CPU slots that the actors leave room for decoding and writing."""
     quiet: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
@@ -393,7 +389,6 @@ def _start_ray(ray: Any, config: RayConfig) -> bool:
         needed = config.actors * actor_cpus + config.decode_cpus + 0.25
         slots = max(os.cpu_count() or 1, int(np.ceil(needed)))
         ray.init(num_cpus=slots, include_dashboard=False, **quiet)
-    return True
 
 
 def _check_resources(resources: dict[str, float], config: RayConfig) -> None:

@@ -129,12 +129,6 @@ class ObjectStorage:
         ]
         return sorted(found)
 
-    def exists(self, uri: str) -> bool:
-        import pyarrow.fs as pafs
-
-        filesystem, path = self._filesystem(uri)
-        return bool(filesystem.get_file_info(path).type != pafs.FileType.NotFound)
-
     def remove(self, uri: str) -> None:
         filesystem, path = self._filesystem(uri)
         filesystem.delete_file(path)
