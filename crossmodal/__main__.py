@@ -1,5 +1,5 @@
 """`python -m crossmodal` runs the CLI."""
 
-from crossmodal.cli import main
+from crossmodal.cli import run
 
-main()
+run()

@@ -113,6 +113,40 @@ def test_the_export_follows_the_weights_it_was_made_from(
     assert open_text_export(str(model), root) is None  # new weights: the old export is not used
 
 
+def test_the_export_keeps_its_weights_beside_an_optimised_graph(exported: Path) -> None:
+    from crossmodal.model.text_onnx import GRAPH_FILE, WEIGHTS_FILE
+
+    files = sorted(p.name for p in exported.iterdir())
+    assert files == sorted(["export.json", GRAPH_FILE, WEIGHTS_FILE, "bpe_simple_vocab_16e6.txt.gz"])
+    assert (exported / WEIGHTS_FILE).stat().st_size > (exported / GRAPH_FILE).stat().st_size
+
+
+def test_an_export_in_an_older_format_is_made_again(clip, tmp_path: Path) -> None:
+    from crossmodal.model import text_export
+
+    root = tmp_path / "exports"
+    folder = text_export.ensure_text_export(clip, root)
+    assert folder is not None
+    manifest = json.loads((folder / "export.json").read_text())
+    (folder / "export.json").write_text(json.dumps({**manifest, "format": 1}))
+    with pytest.raises(ModelLoadError, match="older format"):
+        OnnxTextEncoder.open(folder, clip.identity)
+    assert not text_export.has_text_export(clip, root)
+    assert text_export.ensure_text_export(clip, root) == folder  # made again, in place
+    assert OnnxTextEncoder.open(folder, clip.identity).dim == clip.dim
+
+
+def test_an_export_missing_its_weights_is_refused(clip, tmp_path: Path) -> None:
+    from crossmodal.model import text_export
+    from crossmodal.model.text_onnx import WEIGHTS_FILE
+
+    folder = text_export.ensure_text_export(clip, tmp_path / "exports")
+    assert folder is not None
+    (folder / WEIGHTS_FILE).unlink()  # the search then loads the torch model, with a warning
+    with pytest.raises(ModelLoadError, match="cannot open the text export"):
+        OnnxTextEncoder.open(folder, clip.identity)
+
+
 def test_a_model_that_cannot_be_exported_is_tried_once(clip, tmp_path: Path, monkeypatch) -> None:
     from crossmodal.model import text_export
 
@@ -132,7 +166,8 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
     """Run the CLI in a fresh process and report whether torch was imported."""
     code = (
         "import atexit, runpy, sys\n"
-        "atexit.register(lambda: print('torch imported:', 'torch' in sys.modules, file=sys.stderr))\n"
+        "atexit.register(lambda: print('torch imported:', 'torch' in sys.modules, "
+        "'pandas imported:', 'pandas' in sys.modules, file=sys.stderr))\n"
         f"sys.argv = ['crossmodal', *{list(args)!r}]\n"
         "runpy.run_module('crossmodal', run_name='__main__')\n"
     )
@@ -159,23 +194,30 @@ def test_a_text_search_after_indexing_imports_no_torch(
     assert indexed.returncode == 0, indexed.stderr
     assert list((tmp_path / "cache" / "text-encoders").glob("*/export.json"))  # made by index
 
-    fast = _cli("search", "a red photo", "--db", db, "--json", env=cache_root)
-    assert fast.returncode == 0, fast.stderr
-    assert "torch imported: False" in fast.stderr
-    slow = _cli(
-        "search",
-        "a red photo",
-        "--db",
-        db,
-        "--json",
-        "--precision",
-        "fp32",  # the export is float32: compare like with like
-        env={**cache_root, "CROSSMODAL_NO_ONNX": "1"},
-    )
-    assert "torch imported: True" in slow.stderr
-    fast_hits, slow_hits = json.loads(fast.stdout), json.loads(slow.stdout)
-    assert [h["path"] for h in fast_hits] == [h["path"] for h in slow_hits]
-    assert np.allclose([h["score"] for h in fast_hits], [h["score"] for h in slow_hits], atol=2e-4)
+    for extra in ((), ("--hybrid", "--folder", str(photos), "--type", "png")):
+        fast = _cli("search", "a red photo", "--db", db, "--json", *extra, env=cache_root)
+        assert fast.returncode == 0, fast.stderr
+        # and run as without pandas (crossmodal.store.importing.leave_out_pandas)
+        assert "torch imported: False pandas imported: False" in fast.stderr
+        slow = _cli(
+            "search",
+            "a red photo",
+            "--db",
+            db,
+            "--json",
+            *extra,
+            "--precision",
+            "fp32",  # the export is float32: compare like with like
+            env={**cache_root, "CROSSMODAL_NO_ONNX": "1"},
+        )
+        assert slow.returncode == 0 and "torch imported: True" in slow.stderr, slow.stderr
+        fast_hits, slow_hits = json.loads(fast.stdout), json.loads(slow.stdout)
+        assert len(fast_hits) == 6 and [h["path"] for h in fast_hits] == [
+            h["path"] for h in slow_hits
+        ]
+        assert np.allclose(
+            [h["score"] for h in fast_hits], [h["score"] for h in slow_hits], atol=2e-4
+        )
 
 
 def test_a_search_against_another_models_table_is_still_refused(

@@ -41,13 +41,15 @@ class ClipTokenizer:
     def __init__(self, merges_file: Path, context_length: int = 77) -> None:
         import regex
 
-        lines = gzip.decompress(Path(merges_file).read_bytes()).decode("utf-8").split("\n")
-        merges = [tuple(line.split()) for line in lines[1 : MERGES + 1]]
+        # Only the first MERGES lines are used, and a merge is looked up by its line ("a b"):
+        # a third of the time of splitting the whole file into pairs (which a search waits for).
+        text = gzip.decompress(Path(merges_file).read_bytes()).decode("utf-8")
+        merges = text.split("\n", MERGES + 1)[1 : MERGES + 1]
         symbols = sorted(_byte_symbols(), key=ord)  # the vocabulary lists them by code point
-        vocabulary = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in merges]
-        vocabulary += [START, END]
-        self.ids = {token: index for index, token in enumerate(vocabulary)}
-        self.ranks = {pair: rank for rank, pair in enumerate(merges)}
+        vocabulary = symbols + [s + "</w>" for s in symbols]
+        vocabulary += [merge.replace(" ", "") for merge in merges] + [START, END]
+        self.ids = dict(zip(vocabulary, range(len(vocabulary)), strict=True))
+        self.ranks = dict(zip(merges, range(len(merges)), strict=True))
         self.start, self.end = self.ids[START], self.ids[END]
         self.context_length = context_length
         self._pattern = regex.compile(_PATTERN, regex.IGNORECASE)
@@ -62,7 +64,7 @@ class ClipTokenizer:
         parts = symbols[:-1] + [symbols[-1] + "</w>"]
         while len(parts) > 1:
             ranked = [
-                (self.ranks.get((a, b), MERGES), i)
+                (self.ranks.get(f"{a} {b}", MERGES), i)
                 for i, (a, b) in enumerate(zip(parts, parts[1:], strict=False))
             ]
             best, at = min(ranked)
@@ -101,7 +103,11 @@ class ClipTokenizer:
 
 
 def _clean(text: str) -> str:
-    import ftfy
+    if not (text.isascii() and text.isprintable() and "&" not in text):
+        # ftfy leaves printable ASCII without entities as it is; the rest it may mend. Not
+        # importing it for a plain query saves 0.03-0.04 s of a search from the shell.
+        import ftfy
 
-    text = html.unescape(html.unescape(ftfy.fix_text(text))).strip()
+        text = ftfy.fix_text(text)
+    text = html.unescape(html.unescape(text)).strip()
     return " ".join(text.split()).lower()
