@@ -148,9 +148,7 @@ def main() -> None:
         for nprobes in args.probes:
             for refine in args.refines:
                 for name, (where, _) in FILTERS.items():
-                    p50, p95, recall = measure(
-                        table, queries, truths[name], where, nprobes, refine
-                    )
+                    p50, p95, recall = measure(table, queries, truths[name], where, nprobes, refine)
                     print(
                         f"{kind:13} {seconds:7.0f} {nprobes:7} {refine:6}  {name:6} "
                         f"{p50:8.1f} {p95:8.1f} {recall:10.3f}",

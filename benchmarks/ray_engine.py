@@ -103,16 +103,16 @@ def engines(args: argparse.Namespace) -> None:
                 print(f"run {run + 1} {name:14} {photos.name:16} {wall:6.1f} s", flush=True)
     local_rate = None
     print(f"\n{args.count} JPEGs of 1152x864, random ViT-B-32, whole processes, 2 CPU cores")
-    print(f"{'engine':16} {'wall s':>8} {'img/s':>7} {'x local':>8} {'peak MB':>8} {'1 photo s':>10}")
+    print(
+        f"{'engine':16} {'wall s':>8} {'img/s':>7} {'x local':>8} {'peak MB':>8} {'1 photo s':>10}"
+    )
     for name, runs in results.items():
         wall = statistics.median(r[0] for r in runs)
         rate = args.count / wall
         local_rate = local_rate or rate
         peak = max(r[1] for r in runs)
         one = statistics.median(fixed[name])
-        print(
-            f"{name:16} {wall:8.1f} {rate:7.2f} {rate / local_rate:8.2f} {peak:8.0f} {one:10.1f}"
-        )
+        print(f"{name:16} {wall:8.1f} {rate:7.2f} {rate / local_rate:8.2f} {peak:8.0f} {one:10.1f}")
     print(
         f"Ray's fixed cost (1 photo, Ray minus local): "
         f"{statistics.median(fixed['ray, 1 actor']) - statistics.median(fixed['local']):.1f} s"

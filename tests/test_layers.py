@@ -105,7 +105,12 @@ def test_only_the_model_modules_import_torch_and_open_clip():
                 names = [node.module]
             if any(n.split(".")[0] in heavy for n in names):
                 importers.add(str(path.relative_to(PACKAGE)))
-    assert importers == {"model/encoder.py", "model/training.py", "model/text_export.py"}
+    assert importers == {
+        "model/encoder.py",
+        "model/training.py",
+        "model/text_export.py",
+        "model/image_export.py",
+    }
 
 
 def test_the_text_search_path_needs_no_torch():

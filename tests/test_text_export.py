@@ -117,7 +117,9 @@ def test_the_export_keeps_its_weights_beside_an_optimised_graph(exported: Path) 
     from crossmodal.model.text_onnx import GRAPH_FILE, WEIGHTS_FILE
 
     files = sorted(p.name for p in exported.iterdir())
-    assert files == sorted(["export.json", GRAPH_FILE, WEIGHTS_FILE, "bpe_simple_vocab_16e6.txt.gz"])
+    assert files == sorted(
+        ["export.json", GRAPH_FILE, WEIGHTS_FILE, "bpe_simple_vocab_16e6.txt.gz"]
+    )
     assert (exported / WEIGHTS_FILE).stat().st_size > (exported / GRAPH_FILE).stat().st_size
 
 
@@ -143,7 +145,7 @@ def test_an_export_missing_its_weights_is_refused(clip, tmp_path: Path) -> None:
     folder = text_export.ensure_text_export(clip, tmp_path / "exports")
     assert folder is not None
     (folder / WEIGHTS_FILE).unlink()  # the search then loads the torch model, with a warning
-    with pytest.raises(ModelLoadError, match="cannot open the text export"):
+    with pytest.raises(ModelLoadError, match="cannot open the export"):
         OnnxTextEncoder.open(folder, clip.identity)
 
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import gc
+import time
 
-import click
+STARTED = time.perf_counter()  # before the imports below: what "in all" times count from
 
-from crossmodal.cli import evaluate, indexing, maintenance, searching, training
-from crossmodal.cli.demo import demo as demo_command
-from crossmodal.cli.options import setup_logging
+import click  # noqa: E402
+
+from crossmodal.cli import evaluate, indexing, maintenance, searching, training  # noqa: E402
+from crossmodal.cli.demo import demo as demo_command  # noqa: E402
+from crossmodal.cli.options import setup_logging  # noqa: E402
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -17,6 +17,7 @@ from rich.text import Text
 from crossmodal.errors import CrossmodalError, TableNotFoundError
 from crossmodal.media.remote import is_uri
 from crossmodal.model.cache import CACHE_ENV_VAR
+from crossmodal.model.onnx_files import exports_disabled
 from crossmodal.model.specs import MODEL_ENV_VAR, default_model_spec
 from crossmodal.store import IMAGES, Store
 
@@ -141,12 +142,24 @@ def load_text_encoder(model_spec: str, device: str, precision: str, batch_size: 
     return load(model_spec, device, precision, batch_size)
 
 
+def load_image_encoder(model_spec: str, device: str, precision: str, batch_size: int) -> Any:
+    """For a command that encodes only images on a CPU: the model's exported int8 image tower
+    when there is one and the device and precision asked for allow it (no torch imported, and
+    faster than torch in bf16 here: BENCHMARKS.md), else the torch model."""
+    if device in ("auto", "cpu") and precision == "auto":
+        from crossmodal.model.image_onnx import open_image_export
+
+        exported = open_image_export(model_spec, batch_size)
+        if exported is not None:
+            return exported
+    return load(model_spec, device, precision, batch_size)
+
+
 def prepare_text_export(encoder: Any) -> None:
     """Export a torch model's text tower once, so later text searches start without torch."""
     from crossmodal.model.encoder import ClipEncoder
-    from crossmodal.model.text_onnx import export_disabled
 
-    if not isinstance(encoder, ClipEncoder) or export_disabled():
+    if not isinstance(encoder, ClipEncoder) or exports_disabled():
         return
     from crossmodal.model.text_export import ensure_text_export, has_text_export
 
@@ -156,10 +169,41 @@ def prepare_text_export(encoder: Any) -> None:
         with err.status("preparing the text encoder for fast searches (once per model) ..."):
             ensure_text_export(encoder)
     except (CrossmodalError, OSError) as exc:  # the search itself is done: only warn
-        err.print(
-            f"note: could not save the fast text encoder ({exc}); text searches keep loading "
-            f"the full model. Set {CACHE_ENV_VAR} to a writable folder to fix this."
-        )
+        _warn_export("text encoder", "text searches keep loading the full model", exc)
+
+
+PROBE_PHOTOS = 64  # photos an image export is checked on
+
+
+def prepare_image_export(encoder: Any, store: Store) -> None:
+    """Export a torch model's image tower once, checked on photos of the table it just filled,
+    so later `index` runs on this CPU start without torch."""
+    from crossmodal.model.encoder import ClipEncoder
+
+    if not isinstance(encoder, ClipEncoder) or encoder.device != "cpu" or exports_disabled():
+        return
+    if encoder.pixel_recipe is None or store.remote:
+        return
+    from crossmodal.indexing.pipeline import sample_pixels
+    from crossmodal.model.image_export import MIN_PROBES, ensure_image_export, has_image_export
+
+    try:
+        if has_image_export(encoder):
+            return
+        paths = list(store.images(encoder.identity).stored_files())[:PROBE_PHOTOS]
+        if len(paths) < MIN_PROBES:
+            return  # too few photos to check an export on: a later run makes it
+        with err.status("preparing the image encoder for fast indexing (once per model) ..."):
+            ensure_image_export(encoder, sample_pixels(paths, encoder.pixel_recipe))
+    except (CrossmodalError, OSError) as exc:  # the index itself is done: only warn
+        _warn_export("image encoder", "indexing keeps loading the full model", exc)
+
+
+def _warn_export(what: str, consequence: str, exc: Exception) -> None:
+    err.print(
+        f"note: could not save the fast {what} ({exc}); {consequence}. "
+        f"Set {CACHE_ENV_VAR} to a writable folder to fix this."
+    )
 
 
 def print_json(data: Any, *, indent: int | None = 2) -> None:

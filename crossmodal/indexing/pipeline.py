@@ -152,6 +152,17 @@ def prepare_stream(
                 future.cancel()
 
 
+def sample_pixels(
+    paths: Iterable[str], recipe: PixelRecipe, storage: ObjectStorage | None = None
+) -> np.ndarray:
+    """Model-sized pixels of the given photos, (N, H, W, 3) uint8, leaving out those that fail
+    to decode: what an exported encoder is checked on."""
+    jobs = [Job(path) for path in paths]
+    decoded = [p.pixels for p in prepare_stream(jobs, recipe, storage=storage)]
+    kept = [pixels for pixels in decoded if pixels is not None]
+    return np.stack(kept) if kept else np.empty((0, *recipe.size, 3), np.uint8)
+
+
 def worker_count(config: PipelineConfig) -> int:
     if config.workers is not None:
         return max(0, config.workers)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import json
 import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ import numpy as np
 
 from crossmodal.errors import ModelLoadError
 from crossmodal.model.encoder import ClipEncoder, EncoderConfig, load_encoder
-from crossmodal.model.specs import ModelIdentity
+from crossmodal.model.onnx_files import MANIFEST, UNSUPPORTED, save_optimised, staged
 from crossmodal.model.text_onnx import (
     FORMAT,
     GRAPH_FILE,
@@ -90,33 +89,32 @@ def export_text_encoder(encoder: ClipEncoder, root: Path | None = None) -> Path:
     tokens = torch.from_numpy(reference_tokens)
     with torch.inference_mode():
         expected = tower(tokens).numpy()
-    folder = export_folder(encoder.identity.fingerprint, root)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=folder.parent))
-    staging.chmod(0o755)  # mkdtemp's 0700 would hide the export from the cache's other readers
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the tracer's notes on shape checks it fixes
-            torch.onnx.export(
-                tower,
-                (tokens,),
-                str(staging / "traced.onnx"),
-                input_names=["tokens"],
-                output_names=["vectors"],
-                dynamic_axes={"tokens": {0: "batch"}, "vectors": {0: "batch"}},
-                opset_version=17,
-                dynamo=False,
-            )
-        _optimise(staging / "traced.onnx", staging)
+    with (
+        torch.no_grad(),
+        warnings.catch_warnings(),
+        staged(export_folder(encoder.identity.fingerprint, root)) as staging,
+    ):
+        warnings.simplefilter("ignore")  # the tracer's notes on shape checks it fixes
+        torch.onnx.export(
+            tower,
+            (tokens,),
+            str(staging / "traced.onnx"),
+            input_names=["tokens"],
+            output_names=["vectors"],
+            dynamic_axes={"tokens": {0: "batch"}, "vectors": {0: "batch"}},
+            opset_version=17,
+            dynamo=False,
+        )
+        save_optimised(staging / "traced.onnx", staging, GRAPH_FILE, WEIGHTS_FILE)
         shutil.copyfile(merges, staging / MERGES_FILE)
         manifest = {
             "format": FORMAT,
-            "identity": _identity_dict(encoder.identity),
+            "identity": encoder.identity.to_dict(),
             "context_length": context,
             "logit_scale": encoder.logit_scale,
             "torch": torch.__version__,
         }
-        (staging / "export.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         exported = OnnxTextEncoder.open(staging, encoder.identity)
         cosine = float((exported.encode_texts(probes) * expected).sum(axis=1).min())
         if cosine < MIN_COSINE:
@@ -125,50 +123,8 @@ def export_text_encoder(encoder: ClipEncoder, root: Path | None = None) -> Path:
                 f"cosine {cosine:.6f} (< {MIN_COSINE}); searches keep using torch"
             )
         manifest["min_cosine_to_torch"] = round(cosine, 8)
-        (staging / "export.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        if folder.exists():
-            shutil.rmtree(folder, ignore_errors=True)
-        try:
-            staging.rename(folder)  # whole or not at all: a reader never sees half an export
-        except OSError:
-            if not (folder / "export.json").is_file():  # not another process's finished export
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return folder
-
-
-def _optimise(traced: Path, folder: Path) -> None:
-    """Save ONNX Runtime's optimised graph of `traced` as the export, its weights in a file of
-    their own: a search then maps them instead of parsing them out of the graph and skips the
-    optimisation (0.16 s to open ViT-B-32's text tower here, against 0.6 s, and half the
-    memory). EXTENDED fuses operators for any CPU; ALL would add layouts for this one only."""
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.log_severity_level = 3
-    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-    options.optimized_model_filepath = str(folder / GRAPH_FILE)
-    options.add_session_config_entry(
-        "session.optimized_model_external_initializers_file_name", WEIGHTS_FILE
-    )
-    options.add_session_config_entry(
-        "session.optimized_model_external_initializers_min_size_in_bytes", "1024"
-    )
-    onnxruntime.InferenceSession(str(traced), options, providers=["CPUExecutionProvider"])
-    traced.unlink()
-
-
-def _identity_dict(identity: ModelIdentity) -> dict[str, Any]:
-    return {
-        "spec": identity.spec,
-        "fingerprint": identity.fingerprint,
-        "dim": identity.dim,
-        "preprocess": identity.preprocess,
-    }
-
-
-UNSUPPORTED = "unsupported.json"
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return export_folder(encoder.identity.fingerprint, root)
 
 
 def has_text_export(encoder: ClipEncoder, root: Path | None = None) -> bool:
@@ -176,7 +132,7 @@ def has_text_export(encoder: ClipEncoder, root: Path | None = None) -> bool:
     model already. An export in an older format is made again."""
     folder = export_folder(encoder.identity.fingerprint, root)
     try:
-        return json.loads((folder / "export.json").read_text()).get("format") == FORMAT
+        return json.loads((folder / MANIFEST).read_text()).get("format") == FORMAT
     except (OSError, ValueError, AttributeError):
         return (folder / UNSUPPORTED).is_file()
 

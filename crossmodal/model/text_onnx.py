@@ -6,10 +6,8 @@ What a text search loads instead of the whole model, when an export of the table
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from crossmodal.errors import CrossmodalError, ModelLoadError
-from crossmodal.model.cache import cache_dir
+from crossmodal.model import onnx_files
+from crossmodal.model.onnx_files import exports_disabled, open_session
 from crossmodal.model.specs import ModelIdentity, fingerprint_of, parse_model_spec
 from crossmodal.model.tokenizer import ClipTokenizer
 
@@ -29,24 +28,18 @@ log = logging.getLogger(__name__)
 FORMAT = 2  # 2: ONNX Runtime's optimised graph, weights in their own file
 GRAPH_FILE, WEIGHTS_FILE = "text.onnx", "text.weights"
 MERGES_FILE = "bpe_simple_vocab_16e6.txt.gz"
-DISABLE_ENV_VAR = "CROSSMODAL_NO_ONNX"  # set to 1: text searches always load the torch model
-
-
-def export_disabled() -> bool:
-    return os.environ.get(DISABLE_ENV_VAR, "").lower() in ("1", "true", "yes")
 
 
 def export_folder(fingerprint: str, root: Path | None = None) -> Path:
     """Where the text export of the weights with this fingerprint lives."""
-    key = hashlib.sha256(fingerprint.encode()).hexdigest()[:16]
-    return (root or cache_dir() / "text-encoders") / key
+    return onnx_files.export_folder("text-encoders", fingerprint, root)
 
 
 def open_text_export(spec: str, root: Path | None = None) -> OnnxTextEncoder | None:
     """The exported text encoder of the model `spec` loads now, or None when there is none (or
     exports are turned off): the caller then loads the torch model. Local weights are identified
     by their digests, so an export of weights that have since changed is never used."""
-    if export_disabled():
+    if exports_disabled():
         return None
     try:
         parsed = parse_model_spec(spec)
@@ -104,22 +97,7 @@ class OnnxTextEncoder:
                 f"the text export in {folder} was made from {made_from.spec} "
                 f"({made_from.fingerprint}), not {identity.spec} ({identity.fingerprint})"
             )
-        import onnxruntime
-
-        options = onnxruntime.SessionOptions()
-        options.log_severity_level = 3  # errors only
-        options.intra_op_num_threads = min(4, os.cpu_count() or 1)
-        # Optimised when it was exported: optimising again would only cost start-up time. Nor
-        # are the weights repacked for the matrix kernels: that took 0.14 of the 0.16 s to open
-        # ViT-B-32's text tower here, and 64 texts encode as fast without it.
-        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
-        options.add_session_config_entry("session.disable_prepacking", "1")
-        try:
-            session = onnxruntime.InferenceSession(
-                str(folder / GRAPH_FILE), options, providers=["CPUExecutionProvider"]
-            )
-        except Exception as exc:  # ONNX Runtime raises its own untyped errors
-            raise ModelLoadError(f"cannot open the text export in {folder}: {exc}") from exc
+        session = open_session(folder / GRAPH_FILE)
         tokenizer = ClipTokenizer(folder / MERGES_FILE, int(manifest["context_length"]))
         return cls(session, tokenizer, identity, float(manifest["logit_scale"]))
 

@@ -1,0 +1,91 @@
+"""The files of an exported tower, shared by the text and image exports: where they live, how
+ONNX Runtime's optimised graph is saved with its weights beside it, how a finished export is put
+in place whole, and how it is opened. Light: onnxruntime is imported only to save or open one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from crossmodal.errors import ModelLoadError
+from crossmodal.model.cache import cache_dir
+
+DISABLE_ENV_VAR = "CROSSMODAL_NO_ONNX"  # set to 1: every encoder is the torch model
+MANIFEST = "export.json"
+UNSUPPORTED = "unsupported.json"  # a model found impossible (or unfit) to export, tried once
+
+
+def exports_disabled() -> bool:
+    return os.environ.get(DISABLE_ENV_VAR, "").lower() in ("1", "true", "yes")
+
+
+def export_folder(kind: str, fingerprint: str, root: Path | None = None) -> Path:
+    """Where the `kind` ("text-encoders", "image-encoders") export of some weights lives."""
+    key = hashlib.sha256(fingerprint.encode()).hexdigest()[:16]
+    return (root or cache_dir() / kind) / key
+
+
+def save_optimised(source: Path, folder: Path, graph: str, weights: str) -> None:
+    """Save ONNX Runtime's optimised graph of the model in `source` as `folder/graph`, its weights
+    in `folder/weights`, and remove `source`. An encoder then maps the weights instead of parsing
+    them out of the graph, and skips the optimisation (0.02 s to open ViT-B-32's text tower here,
+    against 0.6 s). EXTENDED fuses operators for any CPU; ALL would add layouts for this one."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(folder / graph)
+    options.add_session_config_entry(
+        "session.optimized_model_external_initializers_file_name", weights
+    )
+    options.add_session_config_entry(
+        "session.optimized_model_external_initializers_min_size_in_bytes", "1024"
+    )
+    onnxruntime.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
+    source.unlink()
+
+
+def open_session(path: Path, threads: int | None = None) -> Any:
+    """An ONNX Runtime session over an export saved by `save_optimised`."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3  # errors only
+    options.intra_op_num_threads = threads or min(4, os.cpu_count() or 1)
+    # Optimised when it was exported: optimising again would only cost start-up time. Nor are
+    # the weights repacked for the matrix kernels: that took 0.14 of the 0.16 s to open
+    # ViT-B-32's text tower here, and batches of 64 run as fast without it.
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.add_session_config_entry("session.disable_prepacking", "1")
+    try:
+        return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ONNX Runtime raises its own untyped errors
+        raise ModelLoadError(f"cannot open the export in {path.parent}: {exc}") from exc
+
+
+@contextlib.contextmanager
+def staged(folder: Path) -> Iterator[Path]:
+    """A staging folder beside `folder` to write an export into; moved to `folder` whole when
+    the block ends without error, so a reader never sees half an export. Removed otherwise."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=folder.parent))
+    staging.chmod(0o755)  # mkdtemp's 0700 would hide the export from the cache's other readers
+    try:
+        yield staging
+        if folder.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+        try:
+            staging.rename(folder)
+        except OSError:
+            if not (folder / MANIFEST).is_file():  # not another process's finished export
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

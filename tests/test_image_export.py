@@ -1,0 +1,158 @@
+"""Indexing without torch: the int8 image export, the agreement it is held to, and its use."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from crossmodal.errors import ModelLoadError
+from crossmodal.model import image_export
+from crossmodal.model.image_onnx import GRAPH_FILE, WEIGHTS_FILE, OnnxImageEncoder
+
+pytest.importorskip("torch")
+pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def clip(tiny_model_dir: Path):
+    from crossmodal.model.encoder import EncoderConfig, load_encoder
+
+    return load_encoder(str(tiny_model_dir), EncoderConfig("cpu", "fp32"))
+
+
+def blocky(count: int, size: tuple[int, int], seed: int = 0) -> np.ndarray:
+    """Model-sized pixels of distinct images: random 4x4 colour blocks, scaled up."""
+    rng = np.random.default_rng(seed)
+    blocks = rng.integers(0, 256, (count, 4, 4, 3), np.uint8)
+    return blocks.repeat(size[0] // 4, axis=1).repeat(size[1] // 4, axis=2)
+
+
+def write_photos(folder: Path, count: int, seed: int) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index, pixels in enumerate(blocky(count, (48, 48), seed)):
+        paths.append(folder / f"{index:02d}.png")
+        Image.fromarray(pixels).save(paths[-1])
+    return paths
+
+
+def test_the_int8_export_agrees_with_torch_float32(clip, tmp_path: Path) -> None:
+    probes = blocky(32, clip.pixel_recipe.size)
+    folder = image_export.export_image_encoder(clip, probes, tmp_path)
+    manifest = json.loads((folder / "export.json").read_text())
+    agreement = manifest["agreement_with_torch_fp32"]
+    assert agreement["photos"] == 32
+    assert agreement["mean_cosine"] >= image_export.MIN_MEAN_COSINE
+    assert agreement["top10_overlap"] >= image_export.MIN_TOP10
+    assert {p.name for p in folder.iterdir()} == {"export.json", GRAPH_FILE, WEIGHTS_FILE}
+
+    onnx = OnnxImageEncoder.open(folder, clip.identity)
+    assert (onnx.precision, onnx.device, onnx.dim) == ("int8", "cpu", clip.dim)
+    others = blocky(24, clip.pixel_recipe.size, seed=1)  # photos it was not checked on
+    cosine = (onnx.encode_pixels(others) * clip.encode_pixels(others)).sum(axis=1)
+    assert cosine.mean() >= 0.999, cosine
+    images = [Image.fromarray(p).resize((40, 30)) for p in others[:3]]
+    assert np.allclose(onnx.encode_images(images), clip.encode_images(images), atol=0.05)
+    assert onnx.encode_pixels(others[:0]).shape == (0, clip.dim)
+    assert onnx.logit_scale == pytest.approx(clip.logit_scale)
+    with pytest.raises(ModelLoadError, match="image tower only"):
+        onnx.encode_texts(["a red circle"])
+
+
+def test_an_export_of_other_weights_is_refused(clip, tmp_path: Path) -> None:
+    from crossmodal.model.specs import ModelIdentity
+
+    folder = image_export.export_image_encoder(clip, blocky(16, clip.pixel_recipe.size), tmp_path)
+    other = ModelIdentity(clip.identity.spec, "local@sha256:0000", clip.dim, "x")
+    with pytest.raises(ModelLoadError, match="was made from"):
+        OnnxImageEncoder.open(folder, other)
+    (folder / WEIGHTS_FILE).unlink()
+    with pytest.raises(ModelLoadError, match="cannot open the export"):
+        OnnxImageEncoder.open(folder, clip.identity)
+
+
+def test_too_few_photos_wait_for_a_later_run(clip, tmp_path: Path) -> None:
+    few = blocky(image_export.MIN_PROBES - 1, clip.pixel_recipe.size)
+    assert image_export.ensure_image_export(clip, few, tmp_path) is None
+    assert not image_export.has_image_export(clip, tmp_path)  # not marked: tried again later
+    enough = blocky(image_export.MIN_PROBES, clip.pixel_recipe.size)
+    assert image_export.ensure_image_export(clip, enough, tmp_path) is not None
+
+
+def test_an_export_that_agrees_too_little_is_not_kept_and_is_tried_once(
+    clip, tmp_path: Path, monkeypatch
+) -> None:
+    calls: list[int] = []
+    real = image_export.export_image_encoder
+    monkeypatch.setattr(image_export, "MIN_MEAN_COSINE", 1.01)  # more than any export reaches
+    monkeypatch.setattr(
+        image_export, "export_image_encoder", lambda *a: calls.append(1) or real(*a)
+    )
+    probes = blocky(16, clip.pixel_recipe.size)
+    assert image_export.ensure_image_export(clip, probes, tmp_path) is None
+    assert image_export.ensure_image_export(clip, probes, tmp_path) is None
+    assert calls == [1]
+    folder = image_export.export_folder(clip.identity.fingerprint, tmp_path)
+    assert "agrees with torch float32 only" in (folder / "unsupported.json").read_text()
+    assert not (folder / GRAPH_FILE).exists()
+
+
+def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The CLI in a fresh process; stderr ends with whether torch was imported."""
+    code = (
+        "import atexit, runpy, sys\n"
+        "atexit.register(lambda: print('torch imported:', 'torch' in sys.modules, file=sys.stderr))\n"
+        f"sys.argv = ['crossmodal', *{list(args)!r}]\n"
+        "runpy.run_module('crossmodal', run_name='__main__')\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=300,
+    )
+
+
+def test_index_uses_the_export_after_the_first_run_and_imports_no_torch(
+    clip, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    env = {"CROSSMODAL_CACHE": str(tmp_path / "cache")}
+    db = str(tmp_path / "db")
+    first = write_photos(tmp_path / "first", 20, seed=2)
+    done = _cli("index", str(first[0].parent), "--db", db, "--model", str(tiny_model_dir), env=env)
+    assert done.returncode == 0, done.stderr
+    assert "on cpu, bf16" in done.stdout or "on cpu, fp32" in done.stdout  # torch made these
+    assert list((tmp_path / "cache" / "image-encoders").glob("*/image.onnx"))
+
+    second = write_photos(tmp_path / "second", 6, seed=3)
+    done = _cli("index", str(second[0].parent), "--db", db, "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["encoded"] == 6
+    assert "torch imported: False" in done.stderr
+
+    from crossmodal.store import Store
+
+    table = Store.open(db).images(clip.identity)
+    stored = np.stack([table.get(str(path))[1] for path in second])
+    expected = clip.encode_images([Image.open(path) for path in second])
+    assert (stored * expected).sum(axis=1).min() >= 0.998
+
+    slow = _cli(
+        "index",
+        str(second[0].parent),
+        "--db",
+        db,
+        "--rebuild",
+        env={**env, "CROSSMODAL_NO_ONNX": "1"},
+    )
+    assert slow.returncode == 0 and "torch imported: True" in slow.stderr, slow.stderr
+    fp32 = _cli("index", str(second[0].parent), "--db", db, "--precision", "fp32", env=env)
+    assert "on cpu, fp32" in fp32.stdout and "torch imported: True" in fp32.stderr
