@@ -62,21 +62,14 @@ def export(encoder: Any, work: Path) -> dict[str, Path]:
 
     fp32, int8 = work / "image-fp32.onnx", work / "image-int8.onnx"
     if not fp32.is_file():
-
-        class Tower(torch.nn.Module):
-            def __init__(self, clip: Any) -> None:
-                super().__init__()
-                self.clip = clip
-
-            def forward(self, batch: torch.Tensor) -> torch.Tensor:
-                return torch.nn.functional.normalize(self.clip.encode_image(batch), dim=-1)
+        from crossmodal.model.encoder import tower
 
         size = encoder.pixel_recipe.size
         example = torch.zeros(2, 3, *size)
         torch.backends.mha.set_fastpath_enabled(False)  # its fused kernel has no ONNX form
         with torch.no_grad():
             torch.onnx.export(
-                Tower(encoder.model.float().eval()),
+                tower(encoder.model.float().eval(), "image"),
                 (example,),
                 str(fp32),
                 input_names=["pixels"],

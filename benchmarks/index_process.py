@@ -11,6 +11,11 @@ the shell to its exit, with the process's peak memory from /usr/bin/time. Engine
 Printed per folder and engine: images/s over the whole process (photos / wall time), the rate
 the command printed (encoding only), and peak memory. Also the start-up: a one-photo folder.
 The model is index_throughput's random-weight ViT-B-32 unless --model is given.
+
+With --rclip RCLIP --rclip-datadir DIR, rclip runs in the same alternation: `rclip -t 1 PHOTO`
+in the folder (it indexes the folder it runs in, then answers the query; an image query, so its
+text model is not loaded), from an empty database each time. DIR must hold ONNX exports of the
+same model where rclip looks for its own (rclip cannot download them offline).
 """
 
 from __future__ import annotations
@@ -20,26 +25,27 @@ import os
 import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+from cli_search import timed as run  # noqa: E402  (wall, peak MB, stdout of a process)
 from index_throughput import model_spec, photo_folder  # noqa: E402
 
 
-def run(command: list[str], env: dict[str, str]) -> tuple[float, float, str]:
-    """Wall seconds, peak resident MB, stdout of one fresh process."""
-    started = time.perf_counter()
-    done = subprocess.run(
-        ["/usr/bin/time", "-f", "%M", *command], env=env, capture_output=True, text=True
-    )
-    wall = time.perf_counter() - started
-    if done.returncode:
-        raise SystemExit(f"{' '.join(command)} exited {done.returncode}:\n{done.stderr}")
-    return wall, int(done.stderr.strip().splitlines()[-1]) / 1024, done.stdout
+def run_rclip(rclip: str, datadir: Path, folder: Path) -> tuple[float, float, str]:
+    """rclip indexing `folder` from an empty database, then one image query: one process."""
+    for stale in datadir.glob("db.sqlite3*"):
+        stale.unlink()
+    env = {**os.environ, "RCLIP_DATADIR": str(datadir), "HF_HUB_OFFLINE": "1"}
+    photo = str(sorted(folder.glob("*.jpg"))[0])
+    previous = Path.cwd()
+    os.chdir(folder)  # rclip indexes the folder it runs in
+    try:
+        return run([rclip, "-t", "1", photo], env)
+    finally:
+        os.chdir(previous)
 
 
 def main() -> None:
@@ -47,6 +53,8 @@ def main() -> None:
     parser.add_argument("--model", help="a model spec; default: random-weight ViT-B-32")
     parser.add_argument("--folders", nargs="+", default=["4000x3000:120", "1024x1024:300"])
     parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--rclip", help="an rclip executable, to run side by side")
+    parser.add_argument("--rclip-datadir", type=Path, help="its RCLIP_DATADIR (see above)")
     args = parser.parse_args()
     spec = model_spec(args.model)
     work = Path(tempfile.mkdtemp(prefix="crossmodal-index-process-"))
@@ -64,10 +72,16 @@ def main() -> None:
             folder = photo_folder(width, height, int(count))
             figures: dict[str, dict[str, list[float]]] = {}
             for run_index in range(args.runs):
-                for name, engine_env in engines.items():
+                for name in [*engines, *(["rclip"] if args.rclip else [])]:
+                    if name == "rclip":
+                        wall, peak, stdout = run_rclip(args.rclip, args.rclip_datadir, folder)
+                        figures.setdefault(name, {"rate": [], "printed": [], "peak": []})
+                        figures[name]["rate"].append(int(count) / wall)
+                        figures[name]["peak"].append(peak)
+                        continue
                     db = work / f"{size}-{count}-{name}-{run_index}.db"
                     wall, peak, stdout = run([*cli, str(folder), "--db", str(db),
-                                              "--model", spec], engine_env)  # fmt: skip
+                                              "--model", spec], engines[name])  # fmt: skip
                     printed = re.search(r"\(([\d.]+) img/s on [^,]+, (\w+)\)", stdout)
                     entry = figures.setdefault(name, {"rate": [], "printed": [], "peak": []})
                     entry["rate"].append(int(count) / wall)
@@ -82,9 +96,10 @@ def main() -> None:
                           f"(range {min(walls):.2f}-{max(walls):.2f}), "
                           f"peak {statistics.median(entry['peak']):.0f} MB", flush=True)  # fmt: skip
                     continue
+                printed = statistics.median(entry["printed"]) if entry["printed"] else 0.0
                 print(f"{count} x {size}, {name:5}: {statistics.median(rates):.2f} img/s whole "
                       f"process (range {min(rates):.2f}-{max(rates):.2f}), printed "
-                      f"{statistics.median(entry['printed']):.1f} img/s, "
+                      f"{printed:.1f} img/s, "
                       f"peak {statistics.median(entry['peak']):.0f} MB", flush=True)  # fmt: skip
         print(f"machine load average after: {os.getloadavg()[0]:.2f}")
     finally:

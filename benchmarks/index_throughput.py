@@ -7,6 +7,7 @@ preprocess resizes it, an fp32 model encodes batches. Both sides use the same mo
     python benchmarks/index_throughput.py throughput --size 1024x768 --count 512
     python benchmarks/index_throughput.py memory --size 640x480 --counts 2000 20000
     python benchmarks/index_throughput.py agreement --count 300
+    python benchmarks/index_throughput.py throughput --engine int8 --size 4000x3000 --count 96
 
 Without --model it builds ViT-B-32 with random weights (the compute of the real one; no download).
 torch is imported inside functions: worker processes re-import this file and must stay light.
@@ -174,6 +175,20 @@ def warm_up(naive: Naive, encoder: Any) -> None:
     encoder.encode_pixels(np.zeros((2, side, side, 3), np.uint8))
 
 
+def int8_export(encoder: Any, folder: Path, batch_size: int) -> Any:
+    """The model's int8 image export, as `crossmodal index` makes it (checked on 64 of the
+    folder's photos, kept in the cache), opened as the encoder to time."""
+    from crossmodal.indexing.pipeline import sample_pixels
+    from crossmodal.model.image_export import ensure_image_export
+    from crossmodal.model.image_onnx import OnnxImageEncoder
+
+    probes = sample_pixels(sorted(str(p) for p in folder.glob("*.jpg"))[:64], encoder.pixel_recipe)
+    exported = ensure_image_export(encoder, probes)
+    if exported is None:
+        raise SystemExit("no int8 export: too few photos, or it did not agree well enough")
+    return OnnxImageEncoder.open(exported, encoder.identity, batch_size)
+
+
 def throughput(args: argparse.Namespace) -> None:
     from crossmodal.model.encoder import EncoderConfig, load_encoder
 
@@ -182,6 +197,8 @@ def throughput(args: argparse.Namespace) -> None:
     spec = model_spec(args.model)
     encoder = load_encoder(spec, EncoderConfig(args.device, args.precision, args.batch_size))
     naive = Naive(spec, encoder.device)
+    if args.engine == "int8":
+        encoder = int8_export(encoder, folder, args.batch_size)
     print(f"device: {encoder.device} ({device_name(encoder.device)})")
     print(f"model: {spec}; naive fp32, crossmodal {encoder.precision}; batch {args.batch_size}")
     megapixels = width * height / 1e6
@@ -313,13 +330,18 @@ def agreement(args: argparse.Namespace) -> None:
     print(
         f"model {spec}; {len(paths)} photos ({args.count} at 1024x768, {args.count_large} at 4000x3000)"
     )
-    for name, encoder, draft in (
+    rows = [
         (f"{fast.precision}, full decode", fast, False),
         ("fp32, draft decode", reference, True),
-        (f"{fast.precision}, draft decode (what index stores)", fast, True),
-    ):
+        (f"{fast.precision}, draft decode (what torch stores)", fast, True),
+    ]
+    if args.engine == "int8":
+        int8 = int8_export(reference, folders[0], args.batch_size)
+        rows.append(("int8 export, draft decode (what index stores)", int8, True))
+    for name, encoder, draft in rows:
         vectors = encode(encoder, draft)
-        text = encoder.encode_texts(queries)
+        # the int8 export encodes images only; texts go through the float32 text tower
+        text = (reference if encoder.precision == "int8" else encoder).encode_texts(queries)
         cosine = np.sum(vectors * base, axis=1)
         print(
             f"{name:>40}: cosine mean {cosine.mean():.5f} min {cosine.min():.5f}; "
@@ -370,6 +392,10 @@ def main() -> None:
         sub.add_argument("--model", help="a model spec; default: random-weight ViT-B-32")
         sub.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
         sub.add_argument("--precision", default="auto", help="crossmodal's: auto, fp32, bf16, fp16")
+        sub.add_argument(
+            "--engine", choices=["torch", "int8"], default="torch",
+            help="crossmodal's encoder: torch, or the int8 ONNX export `index` uses on a CPU",
+        )  # fmt: skip
         sub.add_argument("--batch-size", type=int, default=64)
         sub.add_argument("--workers", type=int, default=None, help="decoding processes")
         sub.add_argument("--size", type=_size, default=(4000, 3000), help="WIDTHxHEIGHT")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,3 +185,24 @@ def s3() -> Iterator[S3]:
     }
     yield S3(endpoint, options, env)
     server.stop()
+
+
+def cli_in_fresh_process(
+    *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the CLI as `python -m crossmodal` would, in a new interpreter; its stderr ends with
+    "torch imported: BOOL pandas imported: BOOL", what the process had loaded by its exit."""
+    code = (
+        "import atexit, runpy, sys\n"
+        "atexit.register(lambda: print('torch imported:', 'torch' in sys.modules, "
+        "'pandas imported:', 'pandas' in sys.modules, file=sys.stderr))\n"
+        f"sys.argv = ['crossmodal', *{list(args)!r}]\n"
+        "runpy.run_module('crossmodal', run_name='__main__')\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=300,
+    )

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import cli_in_fresh_process
 from PIL import Image
 
 from crossmodal.errors import ModelLoadError
@@ -50,7 +48,8 @@ def test_the_int8_export_agrees_with_torch_float32(clip, tmp_path: Path) -> None
     agreement = manifest["agreement_with_torch_fp32"]
     assert agreement["photos"] == 32
     assert agreement["mean_cosine"] >= image_export.MIN_MEAN_COSINE
-    assert agreement["top10_overlap"] >= image_export.MIN_TOP10
+    assert agreement["top10_overlap_image_queries"] >= image_export.MIN_TOP10
+    assert agreement["top10_overlap_text_queries"] >= image_export.MIN_TOP10
     assert {p.name for p in folder.iterdir()} == {"export.json", GRAPH_FILE, WEIGHTS_FILE}
 
     onnx = OnnxImageEncoder.open(folder, clip.identity)
@@ -104,36 +103,21 @@ def test_an_export_that_agrees_too_little_is_not_kept_and_is_tried_once(
     assert not (folder / GRAPH_FILE).exists()
 
 
-def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """The CLI in a fresh process; stderr ends with whether torch was imported."""
-    code = (
-        "import atexit, runpy, sys\n"
-        "atexit.register(lambda: print('torch imported:', 'torch' in sys.modules, file=sys.stderr))\n"
-        f"sys.argv = ['crossmodal', *{list(args)!r}]\n"
-        "runpy.run_module('crossmodal', run_name='__main__')\n"
-    )
-    return subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **env},
-        timeout=300,
-    )
-
-
 def test_index_uses_the_export_after_the_first_run_and_imports_no_torch(
     clip, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
     env = {"CROSSMODAL_CACHE": str(tmp_path / "cache")}
     db = str(tmp_path / "db")
     first = write_photos(tmp_path / "first", 20, seed=2)
-    done = _cli("index", str(first[0].parent), "--db", db, "--model", str(tiny_model_dir), env=env)
+    done = cli_in_fresh_process(
+        "index", str(first[0].parent), "--db", db, "--model", str(tiny_model_dir), env=env
+    )
     assert done.returncode == 0, done.stderr
     assert "on cpu, bf16" in done.stdout or "on cpu, fp32" in done.stdout  # torch made these
     assert list((tmp_path / "cache" / "image-encoders").glob("*/image.onnx"))
 
     second = write_photos(tmp_path / "second", 6, seed=3)
-    done = _cli("index", str(second[0].parent), "--db", db, "--json", env=env)
+    done = cli_in_fresh_process("index", str(second[0].parent), "--db", db, "--json", env=env)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["encoded"] == 6
     assert "torch imported: False" in done.stderr
@@ -145,7 +129,7 @@ def test_index_uses_the_export_after_the_first_run_and_imports_no_torch(
     expected = clip.encode_images([Image.open(path) for path in second])
     assert (stored * expected).sum(axis=1).min() >= 0.998
 
-    slow = _cli(
+    slow = cli_in_fresh_process(
         "index",
         str(second[0].parent),
         "--db",
@@ -154,5 +138,7 @@ def test_index_uses_the_export_after_the_first_run_and_imports_no_torch(
         env={**env, "CROSSMODAL_NO_ONNX": "1"},
     )
     assert slow.returncode == 0 and "torch imported: True" in slow.stderr, slow.stderr
-    fp32 = _cli("index", str(second[0].parent), "--db", db, "--precision", "fp32", env=env)
+    fp32 = cli_in_fresh_process(
+        "index", str(second[0].parent), "--db", db, "--precision", "fp32", env=env
+    )
     assert "on cpu, fp32" in fp32.stdout and "torch imported: True" in fp32.stderr

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import cli_in_fresh_process
 
 from crossmodal.errors import ModelLoadError
 from crossmodal.model import cache
@@ -164,24 +163,6 @@ def test_a_model_that_cannot_be_exported_is_tried_once(clip, tmp_path: Path, mon
     assert calls == [1] and text_export.has_text_export(clip, tmp_path)
 
 
-def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the CLI in a fresh process and report whether torch was imported."""
-    code = (
-        "import atexit, runpy, sys\n"
-        "atexit.register(lambda: print('torch imported:', 'torch' in sys.modules, "
-        "'pandas imported:', 'pandas' in sys.modules, file=sys.stderr))\n"
-        f"sys.argv = ['crossmodal', *{list(args)!r}]\n"
-        "runpy.run_module('crossmodal', run_name='__main__')\n"
-    )
-    return subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        timeout=300,
-    )
-
-
 def test_a_text_search_after_indexing_imports_no_torch(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:
@@ -192,16 +173,20 @@ def test_a_text_search_after_indexing_imports_no_torch(
         make_image(photos / f"{index}-{colour}.png", colour)
     db = str(tmp_path / "db")
     cache_root = {"CROSSMODAL_CACHE": str(tmp_path / "cache")}
-    indexed = _cli("index", str(photos), "--db", db, "--model", str(tiny_model_dir), env=cache_root)
+    indexed = cli_in_fresh_process(
+        "index", str(photos), "--db", db, "--model", str(tiny_model_dir), env=cache_root
+    )
     assert indexed.returncode == 0, indexed.stderr
     assert list((tmp_path / "cache" / "text-encoders").glob("*/export.json"))  # made by index
 
     for extra in ((), ("--hybrid", "--folder", str(photos), "--type", "png")):
-        fast = _cli("search", "a red photo", "--db", db, "--json", *extra, env=cache_root)
+        fast = cli_in_fresh_process(
+            "search", "a red photo", "--db", db, "--json", *extra, env=cache_root
+        )
         assert fast.returncode == 0, fast.stderr
         # and run as without pandas (crossmodal.store.importing.leave_out_pandas)
         assert "torch imported: False pandas imported: False" in fast.stderr
-        slow = _cli(
+        slow = cli_in_fresh_process(
             "search",
             "a red photo",
             "--db",
@@ -231,7 +216,7 @@ def test_a_search_against_another_models_table_is_still_refused(
     db = str(tmp_path / "db")
     cache_root = {"CROSSMODAL_CACHE": str(tmp_path / "cache")}
     assert (
-        _cli(
+        cli_in_fresh_process(
             "index",
             str(tmp_path / "photos"),
             "--db",
@@ -242,7 +227,9 @@ def test_a_search_against_another_models_table_is_still_refused(
         ).returncode
         == 0
     )
-    refused = _cli("search", "red", "--db", db, "--model", "shapes-tiny", env=cache_root)
+    refused = cli_in_fresh_process(
+        "search", "red", "--db", db, "--model", "shapes-tiny", env=cache_root
+    )
     assert refused.returncode == 1
     assert "was built with model" in refused.stderr and "Fix:" in refused.stderr
 
@@ -257,11 +244,11 @@ def test_an_unwritable_cache_costs_speed_not_the_search(
     blocked.write_text("a file where the cache folder should be")
     env = {"CROSSMODAL_CACHE": str(blocked)}
     db = str(tmp_path / "db")
-    indexed = _cli(
+    indexed = cli_in_fresh_process(
         "index", str(tmp_path / "photos"), "--db", db, "--model", str(tiny_model_dir), env=env
     )
     assert indexed.returncode == 0, indexed.stderr
-    searched = _cli("search", "red", "--db", db, "--json", env=env)
+    searched = cli_in_fresh_process("search", "red", "--db", db, "--json", env=env)
     assert searched.returncode == 0, searched.stderr
     assert [hit["name"] for hit in json.loads(searched.stdout)] == ["red.png"]
     assert "could not save the fast text encoder" in searched.stderr

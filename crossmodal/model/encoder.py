@@ -218,6 +218,23 @@ class ClipEncoder:
         return np.concatenate(out)
 
 
+def tower(model: Any, which: str) -> torch.nn.Module:
+    """One tower of an open_clip model ("image" or "text") as a module that returns unit
+    vectors: what the ONNX exports trace."""
+    import torch
+
+    class Tower(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.clip = model
+
+        def forward(self, batch: torch.Tensor) -> torch.Tensor:
+            encode = self.clip.encode_image if which == "image" else self.clip.encode_text
+            return torch.nn.functional.normalize(encode(batch), dim=-1)
+
+    return Tower().eval()
+
+
 def _pixel_recipe(cfg: dict[str, Any]) -> PixelRecipe | None:
     size = cfg.get("size", 224)
     height, width = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))

@@ -4,8 +4,9 @@ One folder per model identity in the cache: `image.onnx` (ONNX Runtime's optimis
 dynamically quantised tower: int8 weights, activations quantised per batch) with its weights in
 `image.weights`, and `export.json` with the identity, the pixel recipe and normalisation, and the
 agreement with torch's float32 vectors measured when it was made, on the user's own photos.
-An export that agrees less than MIN_MEAN_COSINE or MIN_TOP10 is not kept, and the model keeps
-using torch. `crossmodal.model.image_onnx` loads it back.
+An export whose vectors agree less than MIN_MEAN_COSINE, or whose top-10 neighbours (of each
+photo, and of PROBE_TEXTS) overlap less than MIN_TOP10, is not kept: the model keeps using
+torch. `crossmodal.model.image_onnx` loads it back.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from crossmodal.errors import ModelLoadError
-from crossmodal.model.encoder import ClipEncoder, EncoderConfig, load_encoder
+from crossmodal.model.encoder import ClipEncoder, EncoderConfig, load_encoder, tower
 from crossmodal.model.image_onnx import (
     FORMAT,
     GRAPH_FILE,
@@ -33,20 +34,39 @@ from crossmodal.model.image_onnx import (
 from crossmodal.model.onnx_files import MANIFEST, UNSUPPORTED, save_optimised, staged
 
 MIN_MEAN_COSINE = 0.999  # against torch float32, what bf16 + draft decoding is held to
-MIN_TOP10 = 0.95  # overlap of each photo's 10 nearest photos
+MIN_TOP10 = 0.95  # overlap of the 10 nearest photos, of each photo and of each probe text
 MIN_PROBES = 16  # photos needed to check an export on; fewer, and it waits for a later run
 
 
-def neighbour_overlap(a: np.ndarray, b: np.ndarray, k: int = 10) -> float:
-    """Mean share of each row's k nearest other rows that `a` and `b` agree on."""
-    k = min(k, len(a) - 1)
+# Text queries an export's rankings are compared on: photos of everyday things, as people search.
+PROBE_TEXTS = (
+    "a dog", "a cat", "a beach", "mountains", "a city street at night", "a birthday party",
+    "a forest", "a sunset", "a car", "a boat", "snow", "a bridge", "a portrait of a woman",
+    "a wedding", "food on a plate", "flowers", "a river", "a bicycle", "a train", "a church",
+)  # fmt: skip
 
-    def top(vectors: np.ndarray) -> np.ndarray:
-        scores = vectors @ vectors.T
-        np.fill_diagonal(scores, -np.inf)
+
+def top_k_overlap(
+    queries_a: np.ndarray,
+    rows_a: np.ndarray,
+    queries_b: np.ndarray,
+    rows_b: np.ndarray,
+    k: int = 10,
+    *,
+    skip_self: bool = False,
+) -> float:
+    """Mean share of each query's k nearest rows that two encodings of the same queries and
+    rows agree on. `skip_self`: the queries are the rows, each left out of its own list."""
+    k = min(k, len(rows_a) - (1 if skip_self else 0))
+
+    def top(queries: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        scores = queries @ rows.T
+        if skip_self:
+            np.fill_diagonal(scores, -np.inf)
         return np.argsort(-scores, axis=1)[:, :k]
 
-    return float(np.mean([len(set(x) & set(y)) / k for x, y in zip(top(a), top(b), strict=True)]))
+    pairs = zip(top(queries_a, rows_a), top(queries_b, rows_b), strict=True)
+    return float(np.mean([len(set(x) & set(y)) / k for x, y in pairs]))
 
 
 @contextlib.contextmanager
@@ -98,15 +118,8 @@ def export_image_encoder(
     else:  # weights cast to bf16 or fp16 lost digits: export the float32 weights themselves
         reference = load_encoder(encoder.identity.spec, EncoderConfig("cpu", "fp32"))
     expected = reference.encode_pixels(probes)
+    texts = reference.encode_texts(list(PROBE_TEXTS))
     model = copy.deepcopy(reference.model).cpu().eval()
-
-    class ImageTower(torch.nn.Module):
-        def __init__(self, clip: Any) -> None:
-            super().__init__()
-            self.clip = clip
-
-        def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-            return torch.nn.functional.normalize(self.clip.encode_image(pixels), dim=-1)
 
     cfg = dict(model.visual.preprocess_cfg)
     folder = export_folder(encoder.identity.fingerprint, root)
@@ -118,7 +131,7 @@ def export_image_encoder(
     ):
         warnings.simplefilter("ignore")  # the tracer's notes, the quantiser's advice
         torch.onnx.export(
-            ImageTower(model).eval(),
+            tower(model, "image"),
             (torch.zeros(2, 3, *recipe.size),),
             str(staging / "traced.onnx"),
             input_names=["pixels"],
@@ -152,18 +165,21 @@ def export_image_encoder(
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         vectors = OnnxImageEncoder.open(staging, encoder.identity).encode_pixels(probes)
         cosine = (vectors * expected).sum(axis=1)
-        overlap = neighbour_overlap(vectors, expected)
+        by_image = top_k_overlap(vectors, vectors, expected, expected, skip_self=True)
+        by_text = top_k_overlap(texts, vectors, texts, expected)
         agreement = {
             "photos": len(probes),
             "mean_cosine": round(float(cosine.mean()), 6),
             "min_cosine": round(float(cosine.min()), 6),
-            "top10_overlap": round(overlap, 4),
+            "top10_overlap_image_queries": round(by_image, 4),
+            "top10_overlap_text_queries": round(by_text, 4),
         }
-        if cosine.mean() < MIN_MEAN_COSINE or overlap < MIN_TOP10:
+        if cosine.mean() < MIN_MEAN_COSINE or min(by_image, by_text) < MIN_TOP10:
             raise ModelLoadError(
                 f"the int8 image tower of {encoder.identity.spec} agrees with torch float32 "
-                f"only to mean cosine {cosine.mean():.6f} and top-10 overlap {overlap:.3f} "
-                f"(need {MIN_MEAN_COSINE} and {MIN_TOP10}); indexing keeps using torch"
+                f"only to mean cosine {cosine.mean():.6f} and top-10 overlap "
+                f"{min(by_image, by_text):.3f} (need {MIN_MEAN_COSINE} and {MIN_TOP10}); "
+                "indexing keeps using torch"
             )
         manifest["agreement_with_torch_fp32"] = agreement
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")

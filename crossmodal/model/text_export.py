@@ -13,12 +13,11 @@ import json
 import shutil
 import warnings
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from crossmodal.errors import ModelLoadError
-from crossmodal.model.encoder import ClipEncoder, EncoderConfig, load_encoder
+from crossmodal.model.encoder import ClipEncoder, EncoderConfig, load_encoder, tower
 from crossmodal.model.onnx_files import MANIFEST, UNSUPPORTED, save_optimised, staged
 from crossmodal.model.text_onnx import (
     FORMAT,
@@ -77,18 +76,10 @@ def export_text_encoder(encoder: ClipEncoder, root: Path | None = None) -> Path:
     else:  # weights cast to bf16 or fp16 lost digits: export the float32 weights themselves
         model = load_encoder(encoder.identity.spec, EncoderConfig("cpu", "fp32")).model
 
-    class TextTower(torch.nn.Module):
-        def __init__(self, clip: Any) -> None:
-            super().__init__()
-            self.clip = clip
-
-        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-            return torch.nn.functional.normalize(self.clip.encode_text(tokens), dim=-1)
-
-    tower = TextTower(model).eval()
+    text_tower = tower(model, "text")
     tokens = torch.from_numpy(reference_tokens)
     with torch.inference_mode():
-        expected = tower(tokens).numpy()
+        expected = text_tower(tokens).numpy()
     with (
         torch.no_grad(),
         warnings.catch_warnings(),
@@ -96,7 +87,7 @@ def export_text_encoder(encoder: ClipEncoder, root: Path | None = None) -> Path:
     ):
         warnings.simplefilter("ignore")  # the tracer's notes on shape checks it fixes
         torch.onnx.export(
-            tower,
+            text_tower,
             (tokens,),
             str(staging / "traced.onnx"),
             input_names=["tokens"],
