@@ -94,6 +94,18 @@ def test_any_filter_values_filter_or_are_refused_and_change_nothing(
     tally("filter values")
 
 
+@pytest.mark.parametrize("sql", [":0", "a > 0 AND (:0)"])
+def test_sql_that_panics_lances_parser_is_refused_with_the_usual_message(indexed, sql):
+    """Found by the test above: LanceDB's SQL parser panics on these ("not yet implemented"),
+    which reaches Python as a bare pyo3 RustPanic rather than an error."""
+    _, store = indexed
+    table = store.images(ColourEncoder().identity)
+    with pytest.raises(StoreError, match="the filter cannot be applied"):
+        table.count(Filters(sql=sql))
+    with pytest.raises(StoreError, match="the filter cannot be applied"):
+        table.rows(Filters(sql=sql))
+
+
 @pytest.fixture(scope="module")
 def cli():
     import crossmodal.cli.options as options

@@ -114,7 +114,7 @@ class _Table:
         where = where_clause(filters)
         try:
             return int(self._table.count_rows(where))
-        except (ValueError, RuntimeError) as exc:
+        except Exception as exc:
             raise _filter_error(where, exc) from exc
 
     def _nearest(
@@ -319,7 +319,7 @@ class ImageTable(_Table):
             for batch in batches:
                 if batch.num_rows:
                     yield batch.column(0).to_pylist(), numpy_vectors(batch.column(1), self.dim)
-        except (ValueError, RuntimeError) as exc:
+        except Exception as exc:
             raise _filter_error(where, exc) from exc
 
     @property
@@ -389,12 +389,17 @@ class TextTable(_Table):
 def _run(query: Any, where: str | None) -> pa.Table:
     try:
         return query.to_arrow()
-    except (ValueError, RuntimeError) as exc:
+    except Exception as exc:
         raise _filter_error(where, exc) from exc
 
 
 def _filter_error(where: str | None, exc: Exception) -> Exception:
-    if not where:
+    """What a query's failure means for its user: a StoreError naming the filter when there is
+    one and LanceDB refused it (a ValueError or RuntimeError, or a panic of its SQL parser on
+    odd text such as `:0`, which reaches Python as a bare `pyo3_async_runtimes.RustPanic`);
+    else the error itself."""
+    refused = isinstance(exc, (ValueError, RuntimeError)) or type(exc).__name__ == "RustPanic"
+    if not where or not refused:
         return exc
     reason = lance_reason(exc)
     return StoreError(
