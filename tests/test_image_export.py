@@ -142,3 +142,27 @@ def test_index_uses_the_export_after_the_first_run_and_imports_no_torch(
         "index", str(second[0].parent), "--db", db, "--precision", "fp32", env=env
     )
     assert "on cpu, fp32" in fp32.stdout and "torch imported: True" in fp32.stderr
+
+
+def test_an_export_that_fails_leaves_the_index_run_whole_and_is_not_tried_again(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
+    from click.testing import CliRunner
+
+    from crossmodal.cli import main
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("Exporting the operator 'aten::something' is not supported")
+
+    monkeypatch.setattr(image_export, "_convert", broken)
+    monkeypatch.setenv("CROSSMODAL_CACHE", str(tmp_path / "cache"))
+    photos = write_photos(tmp_path / "photos", 16, seed=4)[0].parent
+    args = ["index", str(photos), "--db", str(tmp_path / "db"), "--model", str(tiny_model_dir)]
+    done = CliRunner().invoke(main, args)
+    assert done.exit_code == 0, done.output
+    assert "is not supported" in done.output and "to try again" in done.output
+    from crossmodal.store import Store
+
+    assert Store.open(tmp_path / "db").info("images").rows == 16  # the run itself is whole
+    again = CliRunner().invoke(main, [*args, "--rebuild"])
+    assert again.exit_code == 0 and "is not supported" not in again.output  # marked: not again

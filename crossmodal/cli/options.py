@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import platform
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -146,13 +147,25 @@ def load_image_encoder(model_spec: str, device: str, precision: str, batch_size:
     """For a command that encodes only images on a CPU: the model's exported int8 image tower
     when there is one and the device and precision asked for allow it (no torch imported, and
     faster than torch in bf16 here: BENCHMARKS.md), else the torch model."""
-    if device in ("auto", "cpu") and precision == "auto":
+    if (device == "cpu" or (device == "auto" and not accelerator_visible())) and (
+        precision == "auto"
+    ):
         from crossmodal.model.image_onnx import open_image_export
 
         exported = open_image_export(model_spec, batch_size)
         if exported is not None:
             return exported
     return load(model_spec, device, precision, batch_size)
+
+
+def accelerator_visible() -> bool:
+    """Whether `--device auto` may find a GPU, judged without importing torch: an NVIDIA or
+    ROCm driver's device files, or an Apple silicon Mac (MPS)."""
+    if platform.system() == "Darwin" and platform.machine() == "arm64":
+        return True
+    return any(
+        Path(p).exists() for p in ("/proc/driver/nvidia/version", "/dev/nvidiactl", "/dev/kfd")
+    )
 
 
 def prepare_text_export(encoder: Any) -> None:
@@ -168,7 +181,7 @@ def prepare_text_export(encoder: Any) -> None:
             return
         with err.status("preparing the text encoder for fast searches (once per model) ..."):
             ensure_text_export(encoder)
-    except (CrossmodalError, OSError) as exc:  # the search itself is done: only warn
+    except Exception as exc:  # the search itself is done: only warn
         _warn_export("text encoder", "text searches keep loading the full model", exc)
 
 
@@ -185,7 +198,13 @@ def prepare_image_export(encoder: Any, store: Store) -> None:
     if encoder.pixel_recipe is None or store.remote:
         return
     from crossmodal.indexing.pipeline import sample_pixels
-    from crossmodal.model.image_export import MIN_PROBES, ensure_image_export, has_image_export
+    from crossmodal.model.image_export import (
+        MIN_PROBES,
+        ensure_image_export,
+        has_image_export,
+        unfit_reason,
+    )
+    from crossmodal.model.image_onnx import export_folder
 
     try:
         if has_image_export(encoder):
@@ -194,8 +213,11 @@ def prepare_image_export(encoder: Any, store: Store) -> None:
         if len(paths) < MIN_PROBES:
             return  # too few photos to check an export on: a later run makes it
         with err.status("preparing the image encoder for fast indexing (once per model) ..."):
-            ensure_image_export(encoder, sample_pixels(paths, encoder.pixel_recipe))
-    except (CrossmodalError, OSError) as exc:  # the index itself is done: only warn
+            made = ensure_image_export(encoder, sample_pixels(paths, encoder.pixel_recipe))
+        if made is None and (unfit := unfit_reason(encoder)):
+            err.print(f"note: {unfit}. Delete {export_folder(encoder.identity.fingerprint)} "
+                      "to try again.")  # fmt: skip
+    except Exception as exc:  # the index itself is done: only warn
         _warn_export("image encoder", "indexing keeps loading the full model", exc)
 
 

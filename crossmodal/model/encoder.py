@@ -14,7 +14,7 @@ import platform
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -218,7 +218,7 @@ class ClipEncoder:
         return np.concatenate(out)
 
 
-def tower(model: Any, which: str) -> torch.nn.Module:
+def tower(model: Any, which: Literal["image", "text"]) -> torch.nn.Module:
     """One tower of an open_clip model ("image" or "text") as a module that returns unit
     vectors: what the ONNX exports trace."""
     import torch

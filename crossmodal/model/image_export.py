@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from crossmodal.errors import ModelLoadError
+from crossmodal.media.images import PixelRecipe
 from crossmodal.model.encoder import ClipEncoder, EncoderConfig, load_encoder, tower
 from crossmodal.model.image_onnx import (
     FORMAT,
@@ -103,7 +104,6 @@ def export_image_encoder(
     export must agree with torch's float32 vectors (see the module doc) to be kept.
     """
     import torch
-    from onnxruntime.quantization import QuantType, quantize_dynamic
 
     recipe = encoder.pixel_recipe
     if recipe is None:
@@ -119,7 +119,8 @@ def export_image_encoder(
         reference = load_encoder(encoder.identity.spec, EncoderConfig("cpu", "fp32"))
     expected = reference.encode_pixels(probes)
     texts = reference.encode_texts(list(PROBE_TEXTS))
-    model = copy.deepcopy(reference.model).cpu().eval()
+    # the caller's model is copied (tracing must not touch it); one loaded here is used as is
+    model = (copy.deepcopy(reference.model) if reference is encoder else reference.model).eval()
 
     cfg = dict(model.visual.preprocess_cfg)
     folder = export_folder(encoder.identity.fingerprint, root)
@@ -129,25 +130,8 @@ def export_image_encoder(
         _exportable_attention(),
         staged(folder) as staging,
     ):
-        warnings.simplefilter("ignore")  # the tracer's notes, the quantiser's advice
-        torch.onnx.export(
-            tower(model, "image"),
-            (torch.zeros(2, 3, *recipe.size),),
-            str(staging / "traced.onnx"),
-            input_names=["pixels"],
-            output_names=["vectors"],
-            dynamic_axes={"pixels": {0: "batch"}, "vectors": {0: "batch"}},
-            opset_version=17,
-            dynamo=False,
-        )
-        with _quiet_quantiser():
-            quantize_dynamic(
-                str(staging / "traced.onnx"),
-                str(staging / "int8.onnx"),
-                weight_type=QuantType.QInt8,
-            )
-        (staging / "traced.onnx").unlink()
-        save_optimised(staging / "int8.onnx", staging, GRAPH_FILE, WEIGHTS_FILE)
+        warnings.simplefilter("ignore")  # the tracer's notes on shape checks it fixes
+        _convert(torch, model, recipe, staging)
         manifest: dict[str, Any] = {
             "format": FORMAT,
             "identity": encoder.identity.to_dict(),
@@ -186,6 +170,47 @@ def export_image_encoder(
     return folder
 
 
+def _convert(torch: Any, model: Any, recipe: PixelRecipe, staging: Path) -> None:
+    """Trace, quantise and optimise the image tower into `staging`. A failure of any of the
+    three (an operator the tracer does not know, a tower over protobuf's 2 GB, ...) is a
+    ModelLoadError, so the model is marked and keeps using torch; a full disk stays an OSError,
+    to be tried again."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    try:
+        torch.onnx.export(
+            tower(model, "image"),
+            (torch.zeros(2, 3, *recipe.size),),
+            str(staging / "traced.onnx"),
+            input_names=["pixels"],
+            output_names=["vectors"],
+            dynamic_axes={"pixels": {0: "batch"}, "vectors": {0: "batch"}},
+            opset_version=17,
+            dynamo=False,
+        )
+        with _quiet_quantiser():
+            quantize_dynamic(
+                str(staging / "traced.onnx"),
+                str(staging / "int8.onnx"),
+                weight_type=QuantType.QInt8,
+            )
+        (staging / "traced.onnx").unlink()
+        save_optimised(staging / "int8.onnx", staging, GRAPH_FILE, WEIGHTS_FILE)
+    except OSError:
+        raise
+    except Exception as exc:  # torch, onnx and ONNX Runtime each raise their own kinds
+        raise ModelLoadError(f"the image tower could not be exported: {exc}") from exc
+
+
+def unfit_reason(encoder: ClipEncoder, root: Path | None = None) -> str | None:
+    """Why the export of this model was found unfit, if it was."""
+    marker = export_folder(encoder.identity.fingerprint, root) / UNSUPPORTED
+    try:
+        return str(json.loads(marker.read_text())["reason"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def has_image_export(encoder: ClipEncoder, root: Path | None = None) -> bool:
     """Whether the export was made, or found unfit, for this model already."""
     folder = export_folder(encoder.identity.fingerprint, root)
@@ -208,7 +233,9 @@ def ensure_image_export(
         return None  # a later run, with more photos, makes it
     try:
         return export_image_encoder(encoder, probes, root)
-    except ModelLoadError as exc:
+    except OSError:
+        raise  # a full or read-only cache: tried again next time
+    except Exception as exc:  # unfit, or one of the converters failed on this model
         folder.mkdir(parents=True, exist_ok=True)
         (folder / UNSUPPORTED).write_text(json.dumps({"reason": str(exc)}) + "\n")
         return None

@@ -3,14 +3,16 @@ torch, no open_clip.
 
 What `crossmodal index` encodes with on a CPU once the model's image tower has been exported
 (`crossmodal.model.image_export`), because it starts in a tenth of a second instead of several
-and encodes faster than torch in bf16 (BENCHMARKS.md). It takes the same model-sized uint8
-pixels as `ClipEncoder.encode_pixels`; text needs `load_encoder` or the text export.
+and encodes faster than torch in bf16 (measured on the 2-core build machine: BENCHMARKS.md).
+It takes the same model-sized uint8 pixels as `ClipEncoder.encode_pixels`; text needs
+`load_encoder` or the text export.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -59,6 +61,13 @@ def open_image_export(
     except ModelLoadError as exc:
         log.warning("%s; loading the torch model instead", exc)
         return None
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # respects taskset and container CPU limits
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
 
 
 class OnnxImageEncoder:
@@ -112,7 +121,7 @@ class OnnxImageEncoder:
                 f"({made_from.fingerprint}), not {identity.spec} ({identity.fingerprint})"
             )
         return cls(
-            open_session(folder / GRAPH_FILE),
+            open_session(folder / GRAPH_FILE, threads=_cores()),  # every core, as torch
             identity,
             recipe,
             manifest["mean"],

@@ -59,7 +59,7 @@ def open_session(path: Path, threads: int | None = None) -> Any:
 
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3  # errors only
-    options.intra_op_num_threads = threads or min(4, os.cpu_count() or 1)
+    options.intra_op_num_threads = threads or min(4, os.cpu_count() or 1)  # enough for a query
     # Optimised when it was exported: optimising again would only cost start-up time. Nor are
     # the weights repacked for the matrix kernels: that took 0.14 of the 0.16 s to open
     # ViT-B-32's text tower here, and batches of 64 run as fast without it.

@@ -136,7 +136,9 @@ def ensure_text_export(encoder: ClipEncoder, root: Path | None = None) -> Path |
         return None if (folder / UNSUPPORTED).is_file() else folder
     try:
         return export_text_encoder(encoder, root)
-    except ModelLoadError as exc:
+    except OSError:
+        raise  # a full or read-only cache: tried again next time
+    except Exception as exc:  # unfit, or torch's exporter or ONNX Runtime failed on this model
         folder.mkdir(parents=True, exist_ok=True)
         (folder / UNSUPPORTED).write_text(json.dumps({"reason": str(exc)}) + "\n")
         return None

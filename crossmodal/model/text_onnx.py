@@ -16,7 +16,7 @@ import numpy as np
 
 from crossmodal.errors import CrossmodalError, ModelLoadError
 from crossmodal.model import onnx_files
-from crossmodal.model.onnx_files import exports_disabled, open_session
+from crossmodal.model.onnx_files import MANIFEST, exports_disabled, open_session
 from crossmodal.model.specs import ModelIdentity, fingerprint_of, parse_model_spec
 from crossmodal.model.tokenizer import ClipTokenizer
 
@@ -47,7 +47,7 @@ def open_text_export(spec: str, root: Path | None = None) -> OnnxTextEncoder | N
     except (CrossmodalError, OSError):
         return None  # the torch path loads it, or says what is wrong with the spec
     try:
-        manifest = json.loads((folder / "export.json").read_text())
+        manifest = json.loads((folder / MANIFEST).read_text())
         made_from = ModelIdentity(**manifest["identity"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -83,7 +83,7 @@ class OnnxTextEncoder:
     def open(cls, folder: Path, identity: ModelIdentity) -> OnnxTextEncoder:
         """Load the export in `folder`, refusing one made from another model than `identity`."""
         try:
-            manifest = json.loads((folder / "export.json").read_text())
+            manifest = json.loads((folder / MANIFEST).read_text())
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"no usable text export in {folder}: {exc}") from exc
         if manifest.get("format") != FORMAT:

@@ -115,7 +115,10 @@ class _Table:
         try:
             return int(self._table.count_rows(where))
         except Exception as exc:
-            raise _filter_error(where, exc) from exc
+            refused = _filter_error(where, exc)
+            if refused is None:
+                raise
+            raise refused from exc
 
     def _nearest(
         self,
@@ -320,7 +323,10 @@ class ImageTable(_Table):
                 if batch.num_rows:
                     yield batch.column(0).to_pylist(), numpy_vectors(batch.column(1), self.dim)
         except Exception as exc:
-            raise _filter_error(where, exc) from exc
+            refused = _filter_error(where, exc)
+            if refused is None:
+                raise
+            raise refused from exc
 
     @property
     def has_labels(self) -> bool:
@@ -390,17 +396,19 @@ def _run(query: Any, where: str | None) -> pa.Table:
     try:
         return query.to_arrow()
     except Exception as exc:
-        raise _filter_error(where, exc) from exc
+        refused = _filter_error(where, exc)
+        if refused is None:
+            raise
+        raise refused from exc
 
 
-def _filter_error(where: str | None, exc: Exception) -> Exception:
-    """What a query's failure means for its user: a StoreError naming the filter when there is
-    one and LanceDB refused it (a ValueError or RuntimeError, or a panic of its SQL parser on
-    odd text such as `:0`, which reaches Python as a bare `pyo3_async_runtimes.RustPanic`);
-    else the error itself."""
+def _filter_error(where: str | None, exc: Exception) -> StoreError | None:
+    """A StoreError naming the filter, when there is one and LanceDB refused it (a ValueError or
+    RuntimeError, or a panic of its SQL parser on odd text such as `:0`, which reaches Python as
+    a bare `pyo3_async_runtimes.RustPanic`); None when the failure is not the filter's."""
     refused = isinstance(exc, (ValueError, RuntimeError)) or type(exc).__name__ == "RustPanic"
     if not where or not refused:
-        return exc
+        return None
     reason = lance_reason(exc)
     return StoreError(
         f"the filter cannot be applied: {reason}\n  where: {where}\n"
