@@ -121,7 +121,7 @@ class OnnxImageEncoder:
                 f"({made_from.fingerprint}), not {identity.spec} ({identity.fingerprint})"
             )
         return cls(
-            open_session(folder / GRAPH_FILE, threads=_cores()),  # every core, as torch
+            open_session(folder / GRAPH_FILE, threads=_cores(), prepack=True),  # as torch
             identity,
             recipe,
             manifest["mean"],
