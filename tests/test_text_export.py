@@ -148,6 +148,26 @@ def test_an_export_missing_its_weights_is_refused(clip, tmp_path: Path) -> None:
         OnnxTextEncoder.open(folder, clip.identity)
 
 
+def test_an_export_the_tracer_fails_on_is_marked_and_tried_once(
+    clip, tmp_path: Path, monkeypatch
+) -> None:
+    import torch
+
+    from crossmodal.model import text_export
+
+    calls: list[int] = []
+
+    def fail(*args: object, **kwargs: object) -> None:
+        calls.append(1)
+        raise RuntimeError("Exporting the operator 'aten::something' to ONNX is not supported")
+
+    monkeypatch.setattr(torch.onnx, "export", fail)
+    assert text_export.ensure_text_export(clip, tmp_path) is None
+    assert text_export.ensure_text_export(clip, tmp_path) is None
+    assert calls == [1] and text_export.has_text_export(clip, tmp_path)
+    assert not list(tmp_path.glob(".export-*"))  # no staging folder left behind
+
+
 def test_a_model_that_cannot_be_exported_is_tried_once(clip, tmp_path: Path, monkeypatch) -> None:
     from crossmodal.model import text_export
 
