@@ -32,7 +32,14 @@ from crossmodal.model.image_onnx import (
     OnnxImageEncoder,
     export_folder,
 )
-from crossmodal.model.onnx_files import MANIFEST, UNSUPPORTED, save_optimised, staged
+from crossmodal.model.onnx_files import (
+    MANIFEST,
+    UNSUPPORTED,
+    export_settled,
+    make_once,
+    save_optimised,
+    staged,
+)
 
 MIN_MEAN_COSINE = 0.999  # against torch float32, what bf16 + draft decoding is held to
 MIN_TOP10 = 0.95  # overlap of the 10 nearest photos, of each photo and of each probe text
@@ -213,11 +220,7 @@ def unfit_reason(encoder: ClipEncoder, root: Path | None = None) -> str | None:
 
 def has_image_export(encoder: ClipEncoder, root: Path | None = None) -> bool:
     """Whether the export was made, or found unfit, for this model already."""
-    folder = export_folder(encoder.identity.fingerprint, root)
-    try:
-        return json.loads((folder / MANIFEST).read_text()).get("format") == FORMAT
-    except (OSError, ValueError, AttributeError):
-        return (folder / UNSUPPORTED).is_file()
+    return export_settled(export_folder(encoder.identity.fingerprint, root), FORMAT)
 
 
 def ensure_image_export(
@@ -231,11 +234,4 @@ def ensure_image_export(
         return None if (folder / UNSUPPORTED).is_file() else folder
     if len(probes) < MIN_PROBES:
         return None  # a later run, with more photos, makes it
-    try:
-        return export_image_encoder(encoder, probes, root)
-    except OSError:
-        raise  # a full or read-only cache: tried again next time
-    except Exception as exc:  # unfit, or one of the converters failed on this model
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / UNSUPPORTED).write_text(json.dumps({"reason": str(exc)}) + "\n")
-        return None
+    return make_once(folder, lambda: export_image_encoder(encoder, probes, root))

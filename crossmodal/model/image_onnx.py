@@ -10,7 +10,6 @@ It takes the same model-sized uint8 pixels as `ClipEncoder.encode_pixels`; text 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -19,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from crossmodal.errors import CrossmodalError, ModelLoadError
+from crossmodal.errors import ModelLoadError
 from crossmodal.media.images import PixelRecipe, to_pixels
 from crossmodal.model import onnx_files
-from crossmodal.model.onnx_files import MANIFEST, exports_disabled, open_session
-from crossmodal.model.specs import ModelIdentity, fingerprint_of, parse_model_spec
+from crossmodal.model.onnx_files import checked_manifest, open_session
+from crossmodal.model.specs import ModelIdentity
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -44,18 +43,10 @@ def open_image_export(
 ) -> OnnxImageEncoder | None:
     """The exported image encoder of the model `spec`, or None when there is none, it is turned
     off, or it cannot be opened (the caller then loads the torch model)."""
-    if exports_disabled():
+    found = onnx_files.find_export("image-encoders", spec, root)
+    if found is None:
         return None
-    try:
-        parsed = parse_model_spec(spec)
-        folder = export_folder(fingerprint_of(parsed), root)
-        manifest = json.loads((folder / MANIFEST).read_text())
-        made_from = ModelIdentity.from_dict(manifest["identity"])
-    except (CrossmodalError, OSError, ValueError, KeyError, TypeError):
-        return None
-    identity = ModelIdentity(
-        parsed.text, made_from.fingerprint, made_from.dim, made_from.preprocess
-    )
+    folder, identity = found
     try:
         return OnnxImageEncoder.open(folder, identity, batch_size)
     except ModelLoadError as exc:
@@ -105,21 +96,13 @@ class OnnxImageEncoder:
     @classmethod
     def open(cls, folder: Path, identity: ModelIdentity, batch_size: int = 64) -> OnnxImageEncoder:
         """Load the export in `folder`, refusing one made from another model than `identity`."""
+        manifest = checked_manifest(folder, identity, FORMAT, "image")
         try:
-            manifest = json.loads((folder / MANIFEST).read_text())
-            made_from = ModelIdentity.from_dict(manifest["identity"])
             recipe = PixelRecipe(
                 **{**manifest["recipe"], "size": tuple(manifest["recipe"]["size"])}
             )
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (KeyError, TypeError) as exc:
             raise ModelLoadError(f"no usable image export in {folder}: {exc}") from exc
-        if manifest.get("format") != FORMAT:
-            raise ModelLoadError(f"the image export in {folder} is in another format")
-        if not made_from.compatible_with(identity):
-            raise ModelLoadError(
-                f"the image export in {folder} was made from {made_from.spec} "
-                f"({made_from.fingerprint}), not {identity.spec} ({identity.fingerprint})"
-            )
         return cls(
             open_session(folder / GRAPH_FILE, threads=_cores(), prepack=True),  # as torch
             identity,

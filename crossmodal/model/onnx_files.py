@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from crossmodal.errors import ModelLoadError
+from crossmodal.errors import CrossmodalError, ModelLoadError
 from crossmodal.model.cache import cache_dir
+from crossmodal.model.specs import ModelIdentity, fingerprint_of, parse_model_spec
 
 DISABLE_ENV_VAR = "CROSSMODAL_NO_ONNX"  # set to 1: every encoder is the torch model
 MANIFEST = "export.json"
@@ -30,6 +32,70 @@ def export_folder(kind: str, fingerprint: str, root: Path | None = None) -> Path
     """Where the `kind` ("text-encoders", "image-encoders") export of some weights lives."""
     key = hashlib.sha256(fingerprint.encode()).hexdigest()[:16]
     return (root or cache_dir() / kind) / key
+
+
+def find_export(
+    kind: str, spec: str, root: Path | None = None
+) -> tuple[Path, ModelIdentity] | None:
+    """The folder of the `kind` export of the weights `spec` loads now, and the identity to
+    check it against (the spec as asked, the rest as recorded); None when there is none or
+    exports are off. Found by the weights' fingerprint, never by name: an export of local
+    weights that have since changed is never found."""
+    if exports_disabled():
+        return None
+    try:
+        parsed = parse_model_spec(spec)
+        folder = export_folder(kind, fingerprint_of(parsed), root)
+        made_from = ModelIdentity.from_dict(json.loads((folder / MANIFEST).read_text())["identity"])
+    except (CrossmodalError, OSError, ValueError, KeyError, TypeError):
+        return None  # none made yet; or the torch path says what is wrong with the spec
+    return folder, ModelIdentity(
+        parsed.text, made_from.fingerprint, made_from.dim, made_from.preprocess
+    )
+
+
+def checked_manifest(folder: Path, identity: ModelIdentity, fmt: int, what: str) -> dict[str, Any]:
+    """The manifest of the `what` ("text", "image") export in `folder`, refusing one in another
+    format than `fmt` or made from another model than `identity`."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+        made_from = ModelIdentity.from_dict(manifest["identity"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelLoadError(f"no usable {what} export in {folder}: {exc}") from exc
+    if manifest.get("format") != fmt:
+        raise ModelLoadError(
+            f"the {what} export in {folder} is in an older format; the next run with the "
+            "torch model makes it again"
+        )
+    if not made_from.compatible_with(identity):
+        raise ModelLoadError(
+            f"the {what} export in {folder} was made from {made_from.spec} "
+            f"({made_from.fingerprint}), not {identity.spec} ({identity.fingerprint})"
+        )
+    return dict(manifest)
+
+
+def export_settled(folder: Path, fmt: int) -> bool:
+    """Whether the export in `folder` was made in format `fmt`, or found unfit: nothing to do.
+    An export in an older format is made again."""
+    try:
+        return json.loads((folder / MANIFEST).read_text()).get("format") == fmt
+    except (OSError, ValueError, AttributeError):
+        return (folder / UNSUPPORTED).is_file()
+
+
+def make_once(folder: Path, make: Callable[[], Path]) -> Path | None:
+    """`make()` the export in `folder`; if it fails for any reason but the cache's (an OSError:
+    full or read-only, tried again next time), mark the model as unfit, with the reason, so it
+    is tried once, and return None."""
+    try:
+        return make()
+    except OSError:
+        raise
+    except Exception as exc:  # unfit, or torch's exporter, onnx or ONNX Runtime failed on it
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / UNSUPPORTED).write_text(json.dumps({"reason": str(exc)}) + "\n")
+        return None
 
 
 def save_optimised(source: Path, folder: Path, graph: str, weights: str) -> None:

@@ -18,7 +18,14 @@ import numpy as np
 
 from crossmodal.errors import ModelLoadError
 from crossmodal.model.encoder import ClipEncoder, EncoderConfig, load_encoder, tower
-from crossmodal.model.onnx_files import MANIFEST, UNSUPPORTED, save_optimised, staged
+from crossmodal.model.onnx_files import (
+    MANIFEST,
+    UNSUPPORTED,
+    export_settled,
+    make_once,
+    save_optimised,
+    staged,
+)
 from crossmodal.model.text_onnx import (
     FORMAT,
     GRAPH_FILE,
@@ -121,11 +128,7 @@ def export_text_encoder(encoder: ClipEncoder, root: Path | None = None) -> Path:
 def has_text_export(encoder: ClipEncoder, root: Path | None = None) -> bool:
     """Whether the export was made in this version's format, or found impossible, for this
     model already. An export in an older format is made again."""
-    folder = export_folder(encoder.identity.fingerprint, root)
-    try:
-        return json.loads((folder / MANIFEST).read_text()).get("format") == FORMAT
-    except (OSError, ValueError, AttributeError):
-        return (folder / UNSUPPORTED).is_file()
+    return export_settled(export_folder(encoder.identity.fingerprint, root), FORMAT)
 
 
 def ensure_text_export(encoder: ClipEncoder, root: Path | None = None) -> Path | None:
@@ -134,11 +137,4 @@ def ensure_text_export(encoder: ClipEncoder, root: Path | None = None) -> Path |
     folder = export_folder(encoder.identity.fingerprint, root)
     if has_text_export(encoder, root):
         return None if (folder / UNSUPPORTED).is_file() else folder
-    try:
-        return export_text_encoder(encoder, root)
-    except OSError:
-        raise  # a full or read-only cache: tried again next time
-    except Exception as exc:  # unfit, or torch's exporter or ONNX Runtime failed on this model
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / UNSUPPORTED).write_text(json.dumps({"reason": str(exc)}) + "\n")
-        return None
+    return make_once(folder, lambda: export_text_encoder(encoder, root))

@@ -6,7 +6,6 @@ What a text search loads instead of the whole model, when an export of the table
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from crossmodal.errors import CrossmodalError, ModelLoadError
+from crossmodal.errors import ModelLoadError
 from crossmodal.model import onnx_files
-from crossmodal.model.onnx_files import MANIFEST, exports_disabled, open_session
-from crossmodal.model.specs import ModelIdentity, fingerprint_of, parse_model_spec
+from crossmodal.model.onnx_files import checked_manifest, open_session
+from crossmodal.model.specs import ModelIdentity
 from crossmodal.model.tokenizer import ClipTokenizer
 
 if TYPE_CHECKING:
@@ -39,21 +38,10 @@ def open_text_export(spec: str, root: Path | None = None) -> OnnxTextEncoder | N
     """The exported text encoder of the model `spec` loads now, or None when there is none (or
     exports are turned off): the caller then loads the torch model. Local weights are identified
     by their digests, so an export of weights that have since changed is never used."""
-    if exports_disabled():
+    found = onnx_files.find_export("text-encoders", spec, root)
+    if found is None:
         return None
-    try:
-        parsed = parse_model_spec(spec)
-        folder = export_folder(fingerprint_of(parsed), root)
-    except (CrossmodalError, OSError):
-        return None  # the torch path loads it, or says what is wrong with the spec
-    try:
-        manifest = json.loads((folder / MANIFEST).read_text())
-        made_from = ModelIdentity(**manifest["identity"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    identity = ModelIdentity(
-        parsed.text, made_from.fingerprint, made_from.dim, made_from.preprocess
-    )
+    folder, identity = found
     try:
         return OnnxTextEncoder.open(folder, identity)
     except ModelLoadError as exc:
@@ -82,21 +70,7 @@ class OnnxTextEncoder:
     @classmethod
     def open(cls, folder: Path, identity: ModelIdentity) -> OnnxTextEncoder:
         """Load the export in `folder`, refusing one made from another model than `identity`."""
-        try:
-            manifest = json.loads((folder / MANIFEST).read_text())
-        except (OSError, ValueError) as exc:
-            raise ModelLoadError(f"no usable text export in {folder}: {exc}") from exc
-        if manifest.get("format") != FORMAT:
-            raise ModelLoadError(
-                f"the text export in {folder} is in an older format; the next search with the "
-                "torch model makes it again"
-            )
-        made_from = ModelIdentity(**manifest.get("identity", {}))
-        if not made_from.compatible_with(identity):
-            raise ModelLoadError(
-                f"the text export in {folder} was made from {made_from.spec} "
-                f"({made_from.fingerprint}), not {identity.spec} ({identity.fingerprint})"
-            )
+        manifest = checked_manifest(folder, identity, FORMAT, "text")
         session = open_session(folder / GRAPH_FILE)
         tokenizer = ClipTokenizer(folder / MERGES_FILE, int(manifest["context_length"]))
         return cls(session, tokenizer, identity, float(manifest["logit_scale"]))
