@@ -73,7 +73,18 @@ def test_small_tables_stay_exact_and_large_ones_get_an_index(tmp_path):
     table.upsert(rows(300, 200), vectors(300, 200))
     state = table.maintain_index()
     assert (state.rows, state.vector_index, state.unindexed_rows) == (500, "IVF_SQ", 0)
-    assert state.scalar_columns == ("format", "path", "taken_at")
+    assert state.scalar_columns == ("folder", "format", "path", "taken_at")
+
+
+def test_a_folder_or_date_filter_is_answered_from_a_scalar_index_not_a_scan(table):
+    from crossmodal.store.where import where_clause
+
+    table.maintain_index()
+    for filters in (Filters(folder="/p/odd"), Filters(after=datetime(2019, 6, 1))):
+        query = table._table.search(vectors(10_000, 1)[0]).nprobes(4)
+        plan = query.where(where_clause(filters), prefilter=True).explain_plan(verbose=True)
+        assert "ScalarIndexQuery" in plan, plan
+        assert "full_filter" not in plan, plan  # no read of the column for every row
 
 
 def test_ann_scores_are_exact_cosine_and_recall_is_high(table):

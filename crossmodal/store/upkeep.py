@@ -13,7 +13,15 @@ from crossmodal.errors import CrossmodalError
 from crossmodal.store.records import IndexPolicy, IndexState
 
 FTS_COLUMNS = ("name", "folder", "label")  # what keyword (hybrid) search reads
-SCALAR_INDEXES = {"path": "btree", "taken_at": "btree", "format": "bitmap", "label": "bitmap"}
+# what filters ask: a folder filter is a prefix range on `folder` (without its index a filtered
+# query at 1M rows scanned every folder name first: 24 of its 30 ms), a date one on `taken_at`
+SCALAR_INDEXES = {
+    "path": "btree",
+    "folder": "btree",
+    "taken_at": "btree",
+    "format": "bitmap",
+    "label": "bitmap",
+}
 
 
 def index_state(table: Any) -> IndexState:
@@ -49,9 +57,7 @@ def build_indexes(table: Any, policy: IndexPolicy, *, keywords_only: bool = Fals
                 "(smaller tables are searched exactly, which is already fast)"
             )
         _build_vector_index(table, policy, rows)
-        for column, kind in SCALAR_INDEXES.items():
-            if column in table.schema.names:
-                table.create_index(column, config=_scalar_config(kind), replace=True)
+        build_scalar_indexes(table)
     for column in FTS_COLUMNS:
         if column in table.schema.names:
             table.create_index(column, config=FTS(), replace=True)
@@ -74,15 +80,23 @@ def maintain(table: Any, policy: IndexPolicy, *, force: bool = False) -> IndexSt
     names = table.schema.names
     if set(c for c in FTS_COLUMNS if c in names) - set(state.keyword_columns):
         build_indexes(table, policy, keywords_only=True)
-    if state.vector_index is not None:
-        for column, kind in SCALAR_INDEXES.items():  # e.g. `label`, added after the build
-            if column in names and column not in state.scalar_columns:
-                table.create_index(column, config=_scalar_config(kind))
+    if state.vector_index is not None:  # e.g. `label`, added after the build
+        build_scalar_indexes(table, skip=state.scalar_columns)
     waiting = state.unindexed_rows < policy.fold_fraction * state.rows
     if not force and state.vector_index and state.rows > policy.fold_below_rows and waiting:
         return state
     _compact(table)
     return index_state(table)
+
+
+def build_scalar_indexes(table: Any, *, skip: tuple[str, ...] = ()) -> None:
+    """(Re)build the index of each column in SCALAR_INDEXES the table has, but those in `skip`."""
+    from lancedb.index import Bitmap, BTree
+
+    for column, kind in SCALAR_INDEXES.items():
+        if column in table.schema.names and column not in skip:
+            config = BTree() if kind == "btree" else Bitmap()
+            table.create_index(column, config=config, replace=True)
 
 
 def _compact(table: Any) -> None:
@@ -113,12 +127,6 @@ def _build_vector_index(table: Any, policy: IndexPolicy, rows: int) -> None:
         # LanceDB does not report the partition count; the name keeps it for retraining
         name=f"vector_p{partitions}",
     )
-
-
-def _scalar_config(kind: str) -> Any:
-    from lancedb.index import Bitmap, BTree
-
-    return BTree() if kind == "btree" else Bitmap()
 
 
 def _partitions(index_name: str) -> int | None:
