@@ -130,6 +130,16 @@ def test_narrow_filter_and_paging_with_an_index(table):
     assert len(odd) == 10 and all(r.folder == "/p/odd" for r, _ in odd)
 
 
+def test_a_filter_keeping_rows_outside_the_probed_partitions_still_finds_them_all(table):
+    table.maintain_index()
+    matrix = np.concatenate([vectors(0, 300), vectors(300, 300)])
+    query = vectors(10_000, 1)[0]
+    farthest = np.argsort(matrix @ query)[:3]  # in partitions the query does not probe first
+    names = ", ".join(f"'img_{i:05d}.jpg'" for i in farthest)
+    hits = table.nearest(query, 10, Filters(sql=f"name IN ({names})"))
+    assert sorted(int(r.name[4:9]) for r, _ in hits) == sorted(farthest.tolist())
+
+
 def test_build_on_demand_refuses_a_tiny_table(tmp_path):
     store = Store.open(tmp_path / "db", create=True, policy=POLICY)
     table = store.images(IDENTITY, create=True)
