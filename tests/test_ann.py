@@ -130,14 +130,50 @@ def test_narrow_filter_and_paging_with_an_index(table):
     assert len(odd) == 10 and all(r.folder == "/p/odd" for r, _ in odd)
 
 
-def test_a_filter_keeping_rows_outside_the_probed_partitions_still_finds_them_all(table):
+@pytest.mark.parametrize(
+    "how",
+    [
+        {},  # the default: so few rows kept that they are searched exactly
+        {"exact_filter_rows": 0, "filter_candidates": 1},  # probed: 4 partitions, then all 6
+    ],
+)
+def test_a_filter_keeping_rows_outside_the_probed_partitions_still_finds_them_all(
+    table, tmp_path, how
+):
     table.maintain_index()
+    table = Store.open(tmp_path / "db", policy=replace(POLICY, **how)).images(IDENTITY)
     matrix = np.concatenate([vectors(0, 300), vectors(300, 300)])
     query = vectors(10_000, 1)[0]
     farthest = np.argsort(matrix @ query)[:3]  # in partitions the query does not probe first
     names = ", ".join(f"'img_{i:05d}.jpg'" for i in farthest)
     hits = table.nearest(query, 10, Filters(sql=f"name IN ({names})"))
     assert sorted(int(r.name[4:9]) for r, _ in hits) == sorted(farthest.tolist())
+
+
+def test_a_filter_probes_more_partitions_the_fewer_rows_it_keeps(table, tmp_path):
+    from crossmodal.store.upkeep import filtered_probes
+
+    lance = table._table
+    odd = "folder = '/p/odd'"  # 300 of 600 rows
+    assert filtered_probes(lance, odd, POLICY) is None  # no ANN index yet: exact
+    table.maintain_index()  # 6 partitions, 4 probed
+    assert filtered_probes(lance, odd, POLICY) is None  # 300 rows <= 5,000: exact
+    wide = replace(POLICY, exact_filter_rows=100)
+    # partitions to hold `filter_candidates` of the kept rows: 6 x candidates / 300
+    assert filtered_probes(lance, odd, replace(wide, filter_candidates=100)) == 4  # never < 4
+    assert filtered_probes(lance, odd, replace(wide, filter_candidates=250)) == 5
+    assert filtered_probes(lance, odd, replace(wide, filter_candidates=600)) == 6  # all
+    assert filtered_probes(lance, "size < 1100", replace(wide, exact_filter_rows=99)) == 6
+
+
+def test_how_a_filter_runs_is_decided_again_after_a_write(table, tmp_path):
+    table.maintain_index()
+    policy = replace(POLICY, exact_filter_rows=300)
+    table = Store.open(tmp_path / "db", policy=policy).images(IDENTITY)
+    odd = "(folder = '/p/odd')"
+    assert table._filtered_probes(odd) is None  # 300 rows kept: exact
+    table.upsert(rows(601, 1), vectors(601, 1))  # one more odd photo
+    assert table._filtered_probes(odd) == 6  # 301 kept: probed, 600 candidates need all 6
 
 
 def test_build_on_demand_refuses_a_tiny_table(tmp_path):
