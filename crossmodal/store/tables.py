@@ -280,8 +280,10 @@ class ImageTable(_Table):
             .nprobes(self.policy.nprobes)
             .refine_factor(self.policy.refine_factor)
         )
-        if where:
+        if where:  # the vector half runs as a filtered `nearest` does
             query = query.where(where, prefilter=True)
+            probes = self._filtered_probes(where)
+            query = query.bypass_vector_index() if probes is None else query.nprobes(probes)
         query = query.select([f.name for f in fields(ImageRow)] + ["vector"]).limit(k + offset)
         data = _run(query.rerank(RRFReranker()), where).slice(offset)
         matrix = numpy_vectors(data.column("vector"), self.dim)
