@@ -7,9 +7,10 @@ Makes a random-weight ViT-B-32 model folder (the same architecture and file size
 pretrained one: no download), indexes 64 real JPEGs with it through `crossmodal index`, and
 pads the table to 10,000 rows with unit vectors through `crossmodal.store`. Then, alternating
 run by run so machine load hits both alike, times `crossmodal search "a red bicycle" --db DB`
-(and with --json) in fresh processes:
+(and with --json), and `crossmodal search --image PHOTO --db DB`, in fresh processes:
 - torch: CROSSMODAL_NO_ONNX=1, the full open_clip model (what every search did before);
-- onnx: the exported text tower `crossmodal index` left in the cache.
+- onnx: the exported text tower, and for the image query also the int8 image tower, that
+  `crossmodal index` and the first search left in the cache.
 For each it prints the median and range of wall time and each process's peak memory, then
 checks that the two paths agree: the same top-10 paths, and the text vectors' cosine.
 """
@@ -126,13 +127,17 @@ def main() -> None:
         )[2]
         figures: dict[str, dict[str, list[float]]] = {}
         outputs: dict[str, str] = {}
+        example = str(work / "photos" / "p005.jpg")
+        queries = {
+            "": [QUERY],
+            " --json": [QUERY, "--json"],
+            " --image": ["--image", example, "--json"],
+        }
         for _ in range(args.runs):  # alternate, so load changes hit both paths alike
             for name, path_env in paths.items():
-                for flag in ((), ("--json",)):
-                    key = f"{name}{' --json' if flag else ''}"
-                    wall, peak, stdout = timed(
-                        [*cli, "search", QUERY, "--db", str(db), *flag], path_env
-                    )
+                for flag, query in queries.items():
+                    key = f"{name}{flag}"
+                    wall, peak, stdout = timed([*cli, "search", *query, "--db", str(db)], path_env)
                     figures.setdefault(key, {"wall": [], "peak": []})
                     figures[key]["wall"].append(wall)
                     figures[key]["peak"].append(peak)
@@ -150,6 +155,14 @@ def main() -> None:
         bf16_top = [h["path"] for h in json.loads(outputs["torch --json"])]
         print(f"same top-10 paths as torch fp32: {torch_top == onnx_top}; torch bf16 (the "
               f"default on this CPU) shares {len(set(bf16_top) & set(torch_top))} of 10")  # fmt: skip
+        image_fp32 = timed(
+            [*cli, "search", "--image", example, "--db", str(db), "--json", "--precision", "fp32"],
+            paths["torch"],
+        )[2]
+        image_torch = [h["path"] for h in json.loads(image_fp32)]
+        image_onnx = [h["path"] for h in json.loads(outputs["onnx --image"])]
+        print(f"image query: the exports' top 10 share {len(set(image_onnx) & set(image_torch))} "
+              f"of torch fp32's; same order: {image_onnx == image_torch}")  # fmt: skip
         print(f"machine load average after: {os.getloadavg()[0]:.2f}")
         compare_vectors(model, work)
     finally:

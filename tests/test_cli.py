@@ -20,13 +20,10 @@ def cli(monkeypatch):
         loaded.append(spec)
         return ColourEncoder(spec)
 
-    monkeypatch.setattr(options, "load", fake_load)
-    # each command module imported `load` by name
-    import crossmodal.cli.indexing as indexing
-    import crossmodal.cli.searching as searching
+    monkeypatch.setattr(options, "load", fake_load)  # what the commands' loaders call
+    import crossmodal.cli.indexing as indexing  # and `index` by name, for --engine ray
 
     monkeypatch.setattr(indexing, "load", fake_load)
-    monkeypatch.setattr(searching, "load", fake_load)
     runner = CliRunner()
 
     def run(*args):

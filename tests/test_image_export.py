@@ -166,3 +166,47 @@ def test_an_export_that_fails_leaves_the_index_run_whole_and_is_not_tried_again(
     assert Store.open(tmp_path / "db").info("images").rows == 16  # the run itself is whole
     again = CliRunner().invoke(main, [*args, "--rebuild"])
     assert again.exit_code == 0 and "is not supported" not in again.output  # marked: not again
+
+
+def test_image_queries_use_both_exports_and_import_no_torch(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    env = {"CROSSMODAL_CACHE": str(tmp_path / "cache")}
+    db = str(tmp_path / "db")
+    photos = write_photos(tmp_path / "photos", 20, seed=5)
+    made = [
+        cli_in_fresh_process(*args, "--db", db, env=env)
+        for args in (
+            ("index", str(photos[0].parent), "--model", str(tiny_model_dir)),  # image export
+            ("search", "a photo"),  # text export
+        )
+    ]
+    assert all(done.returncode == 0 for done in made), [done.stderr for done in made]
+
+    def image_search(extra_env: dict[str, str]) -> tuple[dict[str, float], str]:
+        done = cli_in_fresh_process(
+            "search", "--image", str(photos[3]), "-k", "5", "--db", db, "--json",
+            env={**env, **extra_env},
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return {hit["path"]: hit["score"] for hit in json.loads(done.stdout)}, done.stderr
+
+    fast, fast_log = image_search({})
+    slow, slow_log = image_search({"CROSSMODAL_NO_ONNX": "1"})
+    assert "torch imported: False" in fast_log and "torch imported: True" in slow_log
+    assert next(iter(fast)) == next(iter(slow)) == str(photos[3].resolve())
+    for path in set(fast) & set(slow):  # the same photos, scored alike
+        assert fast[path] == pytest.approx(slow[path], abs=0.01)
+    assert len(set(fast) & set(slow)) >= 4
+
+    labels = ("classify", str(photos[3]), "--labels", "red,green,blue", "--db", db, "--json")
+    fast_labels = cli_in_fresh_process(*labels, env=env)
+    slow_labels = cli_in_fresh_process(*labels, env={**env, "CROSSMODAL_NO_ONNX": "1"})
+    assert "torch imported: False" in fast_labels.stderr, fast_labels.stderr
+    probabilities = [
+        {hit["text"]: hit["probability"] for hit in json.loads(done.stdout)}
+        for done in (fast_labels, slow_labels)
+    ]
+    assert probabilities[0].keys() == probabilities[1].keys() == {"red", "green", "blue"}
+    for label, p in probabilities[0].items():
+        assert p == pytest.approx(probabilities[1][label], abs=0.02)

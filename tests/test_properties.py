@@ -109,15 +109,14 @@ def test_sql_that_panics_lances_parser_is_refused_with_the_usual_message(indexed
 @pytest.fixture(scope="module")
 def cli():
     import crossmodal.cli.options as options
-    import crossmodal.cli.searching as searching
 
     def fake_load(spec, device, precision, batch_size):
         return ColourEncoder(spec)
 
-    saved = options.load, searching.load
-    options.load = searching.load = fake_load
+    saved = options.load
+    options.load = fake_load  # what the searching commands' loaders call
     yield CliRunner()
-    options.load, searching.load = saved
+    options.load = saved
 
 
 @SETTINGS

@@ -373,7 +373,7 @@ def demo_cli(monkeypatch):
         loaded.append((spec, device, precision))
         return ColourEncoder(spec)
 
-    monkeypatch.setattr(demo_command, "load", fake_load)
+    monkeypatch.setattr(demo_command, "load_query_encoder", fake_load)
     monkeypatch.setattr(demo_command, "app_module", lambda: app)
 
     def run(*args):

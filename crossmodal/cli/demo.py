@@ -17,7 +17,7 @@ from crossmodal.cli.options import (
     err,
     friendly_errors,
     json_option,
-    load,
+    load_query_encoder,
     model_options,
     print_json,
 )
@@ -71,7 +71,7 @@ def demo(
         store: Store | None = Store.open(db_dir)
     except StoreError:
         store = None  # the page opens anyway and says how to build the index
-    encoder = load(choose_model(store, model_spec), device, precision, batch_size)
+    encoder = load_query_encoder(choose_model(store, model_spec), device, precision, batch_size)
     if allow_indexing is None:
         allow_indexing = is_loopback(host) and not share
     # `kill` then stops the server like Ctrl-C does, so the private folder is removed too

@@ -12,7 +12,7 @@ from crossmodal.cli.options import (
     db_option,
     friendly_errors,
     json_option,
-    load,
+    load_query_encoder,
     load_text_encoder,
     model_options,
     out,
@@ -154,7 +154,7 @@ def search(
     if text_only:
         encoder = load_text_encoder(spec, device, precision, batch_size)
     else:
-        encoder = load(spec, device, precision, batch_size)
+        encoder = load_query_encoder(spec, device, precision, batch_size)
     searcher = Searcher(store, encoder)
     hits = searcher.search(parsed, options)
     print_hits(hits, as_json, offset, searcher.explain_empty(options) if not hits else None)
@@ -206,7 +206,7 @@ def labels_add(
     """Add the lines of TEXTS_FILE (one label or caption per line) to a text table."""
     store = Store.open(db_dir, create=True)
     spec = model_spec or _texts_model(store, table)
-    encoder = load(spec, device, precision, batch_size)
+    encoder = load_text_encoder(spec, device, precision, batch_size)
     count = add_texts(store, encoder, read_texts(texts_file), table)
     total = store.info(TEXT_PREFIX + table).rows
     if as_json:
@@ -285,8 +285,9 @@ def classify(
     if whole_index:
         if image is not None or inline is not None:
             raise click.UsageError("--all labels the index from --table; give no IMAGE or --labels")
-        store = Store.open(db_dir)
-        encoder = load(model_spec or _texts_model(store, table), device, precision, batch_size)
+        store = Store.open(db_dir)  # the photos' vectors are stored: only labels are encoded
+        spec = model_spec or _texts_model(store, table)
+        encoder = load_text_encoder(spec, device, precision, batch_size)
         label_all(store, encoder, table, relabel, folder, as_json)
         return
     if image is None:
@@ -298,12 +299,15 @@ def classify(
         if not candidates:
             raise CrossmodalError("--labels holds no label; write e.g. --labels 'cat,dog'")
         existing = _existing(db_dir)  # typed labels need no database, but use its model if any
-        encoder = load(choose_model(existing, model_spec), device, precision, batch_size)
+        encoder = load_query_encoder(
+            choose_model(existing, model_spec), device, precision, batch_size
+        )
         vector = encoder.encode_images([decode_image(image).image])[0]
         hits = zero_shot(encoder, vector, candidates, encoder.encode_texts(candidates))
     else:
         store = Store.open(db_dir)
-        encoder = load(model_spec or _texts_model(store, table), device, precision, batch_size)
+        spec = model_spec or _texts_model(store, table)
+        encoder = load_query_encoder(spec, device, precision, batch_size)
         hits = Searcher(store, encoder).classify(image, table)
     print_text_hits(hits[:k], as_json, with_probability=True)
 
@@ -363,7 +367,8 @@ def captions(
 ) -> None:
     """Caption retrieval: the texts of a table that best describe IMAGE."""
     store = Store.open(db_dir)
-    encoder = load(model_spec or _texts_model(store, table), device, precision, batch_size)
+    spec = model_spec or _texts_model(store, table)
+    encoder = load_query_encoder(spec, device, precision, batch_size)
     hits = Searcher(store, encoder).captions(image, table, k)
     print_text_hits(hits, as_json, with_probability=False)
 
