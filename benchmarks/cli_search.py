@@ -63,15 +63,12 @@ def make_model(folder: Path) -> Path:
 
 
 def make_photos(folder: Path, count: int = 64) -> Path:
-    from PIL import Image
+    """Photo-like JPEGs (index_throughput's): colour fields, soft shapes, grain."""
+    from index_throughput import photo
 
     folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
     for i in range(count):
-        pixels = rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)
-        Image.fromarray(pixels).resize((640, 480), Image.Resampling.BICUBIC).save(
-            folder / f"p{i:03d}.jpg", quality=90
-        )
+        photo(i, 640, 480).save(folder / f"p{i:03d}.jpg", quality=90)
     return folder
 
 
