@@ -18,7 +18,8 @@ apart from the vector index) and run as the store runs them (`upkeep.filtered_pr
 over the rows kept when they are few, else with more partitions probed the fewer rows are kept,
 and every partition when the first answer holds fewer than 10 rows. The probe count in a line
 is the unfiltered one the filtered count is derived from. Then queries/s from 4 client threads at the default settings. One line per point; pick the
-Pareto front from them. Machine load is printed with each kind.
+Pareto front from them. Machine load is printed with each kind. `--filter-strategies` instead
+times the store's filtered search before and after it was reworked, side by side.
 """
 
 from __future__ import annotations
@@ -156,6 +157,41 @@ def build_index(table, kind: str, rows: int) -> float:  # type: ignore[no-untype
     return time.perf_counter() - started
 
 
+def compare_filter_strategies(table, queries, truths) -> None:  # type: ignore[no-untyped-def]
+    """The store's filtered search before 2026-12-01 evening (probe every partition for any
+    filter) against now (`search`), alternating query by query, at the default settings."""
+
+    def before(query, where):  # type: ignore[no-untyped-def]
+        q = table.search(query).distance_type("cosine").nprobes(16).refine_factor(5)
+        if where:
+            q = q.where(where, prefilter=True).maximum_nprobes(0)
+        return q.select(["name"]).limit(10).to_arrow().column("name").to_pylist()
+
+    def now(query, where):  # type: ignore[no-untyped-def]
+        return search(table, query, where, 16, 5)
+
+    print(f"filter strategies, 16 probes, refine 5, load {os.getloadavg()[0]:.1f}", flush=True)
+    for name, (where, _) in FILTERS.items():
+        figures: dict[str, tuple[list[float], list[float]]] = {"before": ([], []), "now": ([], [])}
+        for query in queries[:3]:
+            before(query, where), now(query, where)
+        for query, expected in zip(queries, truths[name], strict=True):
+            for label, run in (("before", before), ("now", now)):
+                started = time.perf_counter()
+                names = run(query, where)
+                figures[label][0].append((time.perf_counter() - started) * 1000)
+                found = {int(n[4:11]) for n in names}
+                figures[label][1].append(len(found & set(expected.tolist())) / 10)
+        cells = [
+            f"{label} {np.percentile(t, 50):5.1f} / {np.percentile(t, 95):5.1f} ms, "
+            f"recall {statistics.mean(r):.3f}"
+            for label, (t, r) in figures.items()
+        ]
+        ratio = np.percentile(figures["before"][0], 50) / np.percentile(figures["now"][0], 50)
+        print(f"{name:9} {' | '.join(cells)} | before / now {ratio:.2f}", flush=True)
+    print(f"load after: {os.getloadavg()[0]:.1f}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -165,6 +201,11 @@ def main() -> None:
     parser.add_argument("--probes", type=int, nargs="+", default=[4, 8, 16, 32])
     parser.add_argument("--refines", type=int, nargs="+", default=[0, 5])
     parser.add_argument("--dir", default=os.path.join(tempfile.gettempdir(), "crossmodal-bench"))
+    parser.add_argument(
+        "--filter-strategies",
+        action="store_true",
+        help="only compare the old and new filtered search on the table's present indexes",
+    )
     args = parser.parse_args()
 
     vectors = Vectors(args.distribution, topics=max(args.rows // 1000, 20))
@@ -178,6 +219,11 @@ def main() -> None:
             truths[name] = exact_filtered(args.rows, vectors, queries, keep)
     store = Store.open(path)
     table = store.images(store.info("images").model)._table
+    if args.filter_strategies:
+        upkeep.build_scalar_indexes(table)
+        table.checkout_latest()
+        compare_filter_strategies(table, queries, truths)
+        return
     print("kind          build s  probes refine  filter   p50 ms   p95 ms  recall@10", flush=True)
     for kind in args.kinds:
         seconds = build_index(table, kind, args.rows)
