@@ -14,7 +14,8 @@ search computed in numpy:
 - a filter keeping 50 % (a range on `path`, standing in for a date range: the synthetic rows
   share one date).
 Filters go through the scalar indexes the store builds (`upkeep.build_scalar_indexes`, timed
-apart from the vector index) and run as the store runs them (`upkeep.filtered_probes`): exact
+apart from the vector index) and run as the store runs them (`upkeep.filter_reach` and
+`filtered_probes`): exact
 over the rows kept when they are few, else with more partitions probed the fewer rows are kept,
 and every partition when the first answer holds fewer than 10 rows. The probe count in a line
 is the unfiltered one the filtered count is derived from. Then queries/s from 4 client threads at the default settings. One line per point; pick the
@@ -37,7 +38,7 @@ from search_latency import CHUNK, Vectors, build_table, exact_top10
 
 from crossmodal.store import Store, upkeep
 from crossmodal.store.filters import Filters
-from crossmodal.store.records import IndexPolicy
+from crossmodal.store.records import FilterReach, IndexPolicy
 from crossmodal.store.where import where_clause
 
 FILTERS = {
@@ -73,25 +74,30 @@ def exact_filtered(rows: int, vectors: Vectors, queries: np.ndarray, keep) -> np
     return best_ids
 
 
-PLANS: dict[tuple[str, int], int | None] = {}  # as ImageTable remembers them per table version
+REACHES: dict[str, FilterReach] = {}  # as ImageTable remembers them per table version
 
 
 def search(table, query, where, nprobes, refine):  # type: ignore[no-untyped-def]
+    """The store's `ImageTable._answer` on the raw table, with this point's probes and refine."""
     q = table.search(query).distance_type("cosine").nprobes(nprobes)
     if refine:
         q = q.refine_factor(refine)
-    probes = None
-    if where:  # as the store does: exact over few rows kept, else more probes the fewer kept
-        q = q.where(where, prefilter=True)
-        if (where, nprobes) not in PLANS:
-            PLANS[where, nprobes] = upkeep.filtered_probes(
-                table, where, IndexPolicy(nprobes=nprobes)
-            )
-        probes = PLANS[where, nprobes]
-        q = q.bypass_vector_index() if probes is None else q.nprobes(probes)
     q = q.select(["name"]).limit(10)
+    if not where:
+        return q.to_arrow().column("name").to_pylist()
+    policy = IndexPolicy(nprobes=nprobes)
+    if where not in REACHES:
+        REACHES[where] = upkeep.filter_reach(table, where, policy)
+    reach = REACHES[where]
+    probes = upkeep.filtered_probes(reach, 10, policy)
+    q = q.where(where, prefilter=True)
+    q = q.bypass_vector_index() if probes is None else q.nprobes(probes)
     names = q.to_arrow().column("name").to_pylist()
-    if probes is not None and len(names) < 10:  # and every partition only if too few found
+    if (
+        probes is not None
+        and probes < (reach.partitions or 0)
+        and len(names) < min(10, reach.kept or 0)
+    ):
         names = q.maximum_nprobes(0).to_arrow().column("name").to_pylist()
     return names
 
@@ -102,7 +108,7 @@ def plan_cost(table, where, nprobes) -> float:  # type: ignore[no-untyped-def]
     times = []
     for _ in range(5):
         started = time.perf_counter()
-        upkeep.filtered_probes(table, where, IndexPolicy(nprobes=nprobes))
+        upkeep.filter_reach(table, where, IndexPolicy(nprobes=nprobes))
         times.append((time.perf_counter() - started) * 1000)
     return statistics.median(times)
 
@@ -236,7 +242,7 @@ def main() -> None:
             f"load {os.getloadavg()[0]:.1f}",
             flush=True,
         )
-        PLANS.clear()
+        REACHES.clear()
         for name, (where, _) in FILTERS.items():
             if where:
                 print(f"deciding how the {name} filter runs: {plan_cost(table, where, 16):.1f} ms")

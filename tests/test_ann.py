@@ -130,13 +130,10 @@ def test_narrow_filter_and_paging_with_an_index(table):
     assert len(odd) == 10 and all(r.folder == "/p/odd" for r, _ in odd)
 
 
-@pytest.mark.parametrize(
-    "how",
-    [
-        {},  # the default: so few rows kept that they are searched exactly
-        {"exact_filter_rows": 0, "filter_candidates": 1},  # probed: 4 partitions, then all 6
-    ],
-)
+PROBED = {"exact_filter_rows": 0, "filter_candidates": 1}  # any filter probes: 4 of 6 at first
+
+
+@pytest.mark.parametrize("how", [{}, PROBED], ids=["exact", "probed"])
 def test_a_filter_keeping_rows_outside_the_probed_partitions_still_finds_them_all(
     table, tmp_path, how
 ):
@@ -146,37 +143,59 @@ def test_a_filter_keeping_rows_outside_the_probed_partitions_still_finds_them_al
     query = vectors(10_000, 1)[0]
     farthest = np.argsort(matrix @ query)[:3]  # in partitions the query does not probe first
     names = ", ".join(f"'img_{i:05d}.jpg'" for i in farthest)
-    hits = table.nearest(query, 10, Filters(sql=f"name IN ({names})"))
-    assert sorted(int(r.name[4:9]) for r, _ in hits) == sorted(farthest.tolist())
-    if not how:  # hybrid search, whose vector half runs the same way
-        mixed = table.hybrid(query, "nothing matches this", 10, Filters(sql=f"name IN ({names})"))
-        assert sorted(int(r.name[4:9]) for r, _ in mixed) == sorted(farthest.tolist())
+    only = Filters(sql=f"name IN ({names})")
+    for hits in (table.nearest(query, 10, only), table.hybrid(query, "no such words", 10, only)):
+        assert sorted(int(r.name[4:9]) for r, _ in hits) == sorted(farthest.tolist())
+    # the best one alone: probed, 4 partitions hold none of the 3, so all 6 are searched again
+    ((best, _),) = table.nearest(query, 1, only)
+    assert int(best.name[4:9]) == farthest[-1]
 
 
-def test_a_filter_probes_more_partitions_the_fewer_rows_it_keeps(table, tmp_path):
+def test_pages_of_a_probed_filter_show_each_photo_once(table, tmp_path):
+    """Within the first `filter_candidates / 2` hits the probed partitions stay the same, so
+    pages neither repeat nor skip a photo (deeper pages probe more partitions)."""
+    table.maintain_index()
+    policy = replace(POLICY, exact_filter_rows=0, filter_candidates=300)  # 4 probed up to 150
+    table = Store.open(tmp_path / "db", policy=policy).images(IDENTITY)
+    query, odd = vectors(10_000, 1)[0], Filters(folder="/p/odd")  # 300 rows
+    pages = [table.nearest(query, 10, odd, offset=offset) for offset in range(0, 150, 10)]
+    names = [row.name for page in pages for row, _ in page]
+    assert len(names) == 150 and len(set(names)) == 150
+    assert names == [row.name for row, _ in table.nearest(query, 150, odd)]
+
+
+def test_a_filter_probes_more_partitions_the_fewer_rows_it_keeps():
+    from crossmodal.store.records import FilterReach
     from crossmodal.store.upkeep import filtered_probes
 
-    lance = table._table
-    odd = "folder = '/p/odd'"  # 300 of 600 rows
-    assert filtered_probes(lance, odd, POLICY) is None  # no ANN index yet: exact
-    table.maintain_index()  # 6 partitions, 4 probed
-    assert filtered_probes(lance, odd, POLICY) is None  # 300 rows <= 5,000: exact
-    wide = replace(POLICY, exact_filter_rows=100)
-    # partitions to hold `filter_candidates` of the kept rows: 6 x candidates / 300
-    assert filtered_probes(lance, odd, replace(wide, filter_candidates=100)) == 4  # never < 4
-    assert filtered_probes(lance, odd, replace(wide, filter_candidates=250)) == 5
-    assert filtered_probes(lance, odd, replace(wide, filter_candidates=600)) == 6  # all
-    assert filtered_probes(lance, "size < 1100", replace(wide, exact_filter_rows=99)) == 6
+    policy = replace(POLICY, exact_filter_rows=100)  # 4 probed, 600 candidates wanted
+    assert filtered_probes(FilterReach(None, None), 10, policy) is None  # no index: exact
+    assert filtered_probes(FilterReach(100, 6), 10, policy) is None  # few rows kept: exact
+    assert filtered_probes(FilterReach(3600, 6), 10, policy) == 4  # 4 hold 2,400: never < 4
+    assert filtered_probes(FilterReach(720, 6), 10, policy) == 5  # 5 partitions hold 600
+    assert filtered_probes(FilterReach(101, 6), 10, policy) == 6  # all
+    few = replace(policy, filter_candidates=1)
+    assert filtered_probes(FilterReach(3000, 6), 1000, few) == 4  # 2,000 kept rows in 4
+    assert filtered_probes(FilterReach(1200, 6), 500, few) == 5  # a deep page: 1,000 in 5
 
 
-def test_how_a_filter_runs_is_decided_again_after_a_write(table, tmp_path):
-    table.maintain_index()
-    policy = replace(POLICY, exact_filter_rows=300)
-    table = Store.open(tmp_path / "db", policy=policy).images(IDENTITY)
+def test_a_filter_is_counted_only_with_an_index_and_again_after_a_write(table, tmp_path):
+    from crossmodal.store.records import FilterReach
+
     odd = "(folder = '/p/odd')"
-    assert table._filtered_probes(odd) is None  # 300 rows kept: exact
-    table.upsert(rows(601, 1), vectors(601, 1))  # one more odd photo
-    assert table._filtered_probes(odd) == 6  # 301 kept: probed, 600 candidates need all 6
+    assert table._reach(table._table, odd) == FilterReach(None, None)  # exact: not counted
+    table.maintain_index()
+    assert table._reach(table._table, odd) == FilterReach(300, 6)
+    table.upsert(rows(601, 1), vectors(601, 1))  # one more odd photo: a new table version
+    assert table._reach(table._table, odd) == FilterReach(301, 6)
+
+
+def test_a_bad_filter_on_an_indexed_table_is_one_clear_error(table):
+    from crossmodal.errors import StoreError
+
+    table.maintain_index()
+    with pytest.raises(StoreError, match="the filter cannot be applied"):
+        table.nearest(vectors(10_000, 1)[0], 10, Filters(sql="no_such_column > 1"))
 
 
 def test_build_on_demand_refuses_a_tiny_table(tmp_path):

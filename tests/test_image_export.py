@@ -185,7 +185,8 @@ def test_image_queries_use_both_exports_and_import_no_torch(
 
     def image_search(extra_env: dict[str, str]) -> tuple[dict[str, float], str]:
         done = cli_in_fresh_process(
-            "search", "--image", str(photos[3]), "-k", "5", "--db", db, "--json",
+            "search", "--image", str(photos[3]), "-k", "5", "--db", db, "--json", "--device",
+            "cpu",
             env={**env, **extra_env},
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
@@ -199,7 +200,8 @@ def test_image_queries_use_both_exports_and_import_no_torch(
         assert fast[path] == pytest.approx(slow[path], abs=0.01)
     assert len(set(fast) & set(slow)) >= 4
 
-    labels = ("classify", str(photos[3]), "--labels", "red,green,blue", "--db", db, "--json")
+    labels = ("classify", str(photos[3]), "--labels", "red,green,blue", "--db", db, "--json",
+              "--device", "cpu")  # fmt: skip
     fast_labels = cli_in_fresh_process(*labels, env=env)
     slow_labels = cli_in_fresh_process(*labels, env={**env, "CROSSMODAL_NO_ONNX": "1"})
     assert "torch imported: False" in fast_labels.stderr, fast_labels.stderr

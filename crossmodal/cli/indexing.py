@@ -256,7 +256,10 @@ def info(db_dir: Path, as_json: bool) -> None:
     out.print(f"database   {store.db_dir}")
     out.print(f"device     {device} ({precision}) — what the torch model would use here")
     if device == "cpu":
-        out.print("           (text searches and `index` use the model's ONNX exports once made)")
+        out.print(
+            "           (`index`, searches, `classify`, `captions` and the demo use the model's"
+            " ONNX exports once made)"
+        )
     if not tables:
         out.print(f"no tables yet: run `crossmodal index PHOTOS_DIR --db {db_dir}`")
         return

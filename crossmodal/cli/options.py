@@ -147,33 +147,32 @@ def load_image_encoder(model_spec: str, device: str, precision: str, batch_size:
     """For a command that encodes only images on a CPU: the model's exported int8 image tower
     when there is one and the device and precision asked for allow it (no torch imported, and
     faster than torch in bf16 here: BENCHMARKS.md), else the torch model."""
-    if _exports_allowed(device, precision):
-        from crossmodal.model.image_onnx import open_image_export
+    from crossmodal.model.image_onnx import open_image_export
 
-        exported = open_image_export(model_spec, batch_size)
-        if exported is not None:
-            return exported
-    return load(model_spec, device, precision, batch_size)
+    return _exported_or_torch(open_image_export, model_spec, device, precision, batch_size)
 
 
 def load_query_encoder(model_spec: str, device: str, precision: str, batch_size: int) -> Any:
     """For a command that encodes images and texts on a CPU (an image query, `classify`,
     `captions`, the demo): the model's two exported towers when both exist and the device and
     precision asked for allow the int8 image tower, else the torch model."""
-    if _exports_allowed(device, precision):
-        from crossmodal.model.exported import open_exports
+    from crossmodal.model.exported import open_exports
 
-        exported = open_exports(model_spec, batch_size)
+    return _exported_or_torch(open_exports, model_spec, device, precision, batch_size)
+
+
+def _exported_or_torch(
+    opener: Callable[[str, int], Any], spec: str, device: str, precision: str, batch_size: int
+) -> Any:
+    """`opener`'s export of the model when an int8 image export may stand in for the torch
+    model (on a CPU, asked for by `--device cpu` or found by `--device auto`, at the default
+    precision) and it has one; else the torch model."""
+    on_cpu = device == "cpu" or (device == "auto" and not accelerator_visible())
+    if on_cpu and precision == "auto":
+        exported = opener(spec, batch_size)
         if exported is not None:
             return exported
-    return load(model_spec, device, precision, batch_size)
-
-
-def _exports_allowed(device: str, precision: str) -> bool:
-    """Whether an int8 image export may stand in for the torch model: on a CPU, asked for by
-    `--device cpu` or found by `--device auto`, at the default precision."""
-    on_cpu = device == "cpu" or (device == "auto" and not accelerator_visible())
-    return on_cpu and precision == "auto"
+    return load(spec, device, precision, batch_size)
 
 
 def accelerator_visible() -> bool:

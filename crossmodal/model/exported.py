@@ -7,12 +7,14 @@ tower: it answers in about a second from the shell where the torch model takes s
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from crossmodal.errors import ModelLoadError
 from crossmodal.model.image_onnx import OnnxImageEncoder, open_image_export
 from crossmodal.model.text_onnx import OnnxTextEncoder, open_text_export
 
@@ -20,6 +22,8 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from crossmodal.media.images import PixelRecipe
+
+log = logging.getLogger(__name__)
 
 
 def open_exports(
@@ -31,7 +35,13 @@ def open_exports(
     if text is None:
         return None
     image = open_image_export(spec, batch_size, root)
-    return None if image is None else ExportedEncoder(image, text)
+    if image is None:
+        return None
+    try:
+        return ExportedEncoder(image, text)
+    except ModelLoadError as exc:
+        log.warning("%s; loading the torch model instead", exc)
+        return None
 
 
 class ExportedEncoder:
@@ -41,12 +51,15 @@ class ExportedEncoder:
 
     def __init__(self, image: OnnxImageEncoder, text: OnnxTextEncoder) -> None:
         if image.identity.fingerprint != text.identity.fingerprint:
-            raise ValueError("the two exports come from different weights")
+            raise ModelLoadError(
+                f"the image export ({image.identity.fingerprint}) and the text export "
+                f"({text.identity.fingerprint}) come from different weights"
+            )
         self.image = image
         self.text = text
         self.identity = image.identity
         self.logit_scale = image.logit_scale
-        self.precision = image.precision  # what the image vectors are computed in
+        self.precision = f"{image.precision} images, {text.precision} texts"
         self.pixel_recipe: PixelRecipe | None = image.pixel_recipe
 
     @property

@@ -55,6 +55,15 @@ class IndexPolicy:
 
 
 @dataclass(frozen=True)
+class FilterReach:
+    """What a filtered search needs to know once per table version and filter: the rows the
+    filter keeps, and the partitions of the table's ANN index (None: no index, exact search)."""
+
+    kept: int | None  # None when not counted: without an ANN index it does not matter
+    partitions: int | None
+
+
+@dataclass(frozen=True)
 class IndexState:
     rows: int
     vector_index: str | None  # the ANN index type, e.g. "IVF_RQ"; None while searches are exact

@@ -23,6 +23,7 @@ from crossmodal.model.specs import ModelIdentity
 from crossmodal.store.filters import Filters
 from crossmodal.store.records import (
     LABEL_FIELDS,
+    FilterReach,
     ImageRow,
     IndexPolicy,
     IndexState,
@@ -97,9 +98,9 @@ class _Table:
         self.name: str = table.name
         self.db_dir = str(table.uri).rsplit("/", 1)[0]  # for messages: the folder of the tables
         self.policy = policy or IndexPolicy()
-        # (table version, filter) -> how a search with that filter runs: counting the rows a
-        # filter keeps costs 1-4 ms at 1M rows, and a person often searches within one folder
-        self._filter_plans: dict[tuple[int, str], int | None] = {}
+        # (table version, filter) -> its reach: counting the rows a filter keeps costs 1-9 ms
+        # at 1M rows, and a person often searches within one folder, page after page
+        self._reaches: dict[tuple[int, str], FilterReach] = {}
 
     @property
     def _table(self) -> Any:
@@ -128,37 +129,46 @@ class _Table:
     ) -> pa.Table:
         policy = self.policy
         where = where_clause(filters)
+        table = self._table
         query = (
-            self._table.search(np.asarray(vector, np.float32))
+            table.search(np.asarray(vector, np.float32))
             .distance_type("cosine")
             # ignored by an exact scan; with an index, re-scores candidates on full vectors
             .nprobes(policy.nprobes)
             .refine_factor(policy.refine_factor)
+            .select([*columns, "_distance"])
+            .limit(k + offset)
         )
-        probes = None
-        if where:
-            query = query.where(where, prefilter=True)
-            probes = self._filtered_probes(where)
-            # None: exact, over the rows the filter keeps
-            query = query.bypass_vector_index() if probes is None else query.nprobes(probes)
-        query = query.select([*columns, "_distance"]).limit(k + offset)
+        return self._answer(table, query, where, k + offset).slice(offset)
+
+    def _answer(self, table: Any, query: Any, where: str | None, wanted: int) -> pa.Table:
+        """Run a vector (or hybrid) `query` for the best `wanted` rows, filtered by `where` as
+        `upkeep.filtered_probes` plans it."""
+        if not where:
+            return _run(query, where)
+        reach = self._reach(table, where)
+        probes = upkeep.filtered_probes(reach, wanted, self.policy)
+        query = query.where(where, prefilter=True)
+        # None: exact, over the rows the filter keeps
+        query = query.bypass_vector_index() if probes is None else query.nprobes(probes)
         found = _run(query, where)
-        if probes is not None and len(found) < k + offset:
+        short = len(found) < min(wanted, reach.kept or 0)
+        if probes is not None and probes < (reach.partitions or 0) and short:
             # the probed partitions held too few of the rows kept: probe them all. Only then:
             # asked from the start, LanceDB probes every partition for any filter (27 against
             # 8 ms at 1M rows, benchmarks/ann_pareto.py)
             found = _run(query.maximum_nprobes(0), where)
-        return found.slice(offset)
+        return found
 
-    def _filtered_probes(self, where: str) -> int | None:
-        table = self._table
+    def _reach(self, table: Any, where: str) -> FilterReach:
         key = (int(table.version), where)
-        if key not in self._filter_plans:
-            if len(self._filter_plans) >= 64:
-                self._filter_plans.clear()
-            plan = _guarded(lambda: upkeep.filtered_probes(table, where, self.policy), where)
-            self._filter_plans[key] = plan
-        return self._filter_plans[key]
+        reach = self._reaches.get(key)  # one lookup: another thread may clear meanwhile
+        if reach is None:
+            reach = _guarded(lambda: upkeep.filter_reach(table, where, self.policy), where)
+            if len(self._reaches) >= 64:
+                self._reaches.clear()
+            self._reaches[key] = reach
+        return reach
 
     def index_state(self) -> IndexState:
         return upkeep.index_state(self._table)
@@ -272,20 +282,20 @@ class ImageTable(_Table):
         if not set(columns) <= indexed:
             self.build_index(keywords_only=True)
         vector = np.asarray(vector, np.float32)
+        table = self._table
         query = (
-            self._table.search(query_type="hybrid", fts_columns=columns)
+            table.search(query_type="hybrid", fts_columns=columns)
             .vector(vector)
             .text(text)
             .distance_type("cosine")
             .nprobes(self.policy.nprobes)
             .refine_factor(self.policy.refine_factor)
+            .select([f.name for f in fields(ImageRow)] + ["vector"])
+            .limit(k + offset)
+            .rerank(RRFReranker())
         )
-        if where:  # the vector half runs as a filtered `nearest` does
-            query = query.where(where, prefilter=True)
-            probes = self._filtered_probes(where)
-            query = query.bypass_vector_index() if probes is None else query.nprobes(probes)
-        query = query.select([f.name for f in fields(ImageRow)] + ["vector"]).limit(k + offset)
-        data = _run(query.rerank(RRFReranker()), where).slice(offset)
+        # the vector half runs as a filtered `nearest` does
+        data = self._answer(table, query, where, k + offset).slice(offset)
         matrix = numpy_vectors(data.column("vector"), self.dim)
         similarities = (matrix @ vector) / np.maximum(
             np.linalg.norm(matrix, axis=1) * np.linalg.norm(vector), 1e-12

@@ -11,7 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 from crossmodal.errors import CrossmodalError
-from crossmodal.store.records import IndexPolicy, IndexState
+from crossmodal.store.records import FilterReach, IndexPolicy, IndexState
 
 FTS_COLUMNS = ("name", "folder", "label")  # what keyword (hybrid) search reads
 # what filters ask: a folder filter is a prefix range on `folder` (without its index a filtered
@@ -46,24 +46,31 @@ def index_state(table: Any) -> IndexState:
     )
 
 
-def filtered_probes(table: Any, where: str, policy: IndexPolicy) -> int | None:
-    """How a search filtered by `where` should run: None to compare the query with every row the
-    filter keeps (no ANN index, or few rows kept), else how many IVF partitions to probe.
-
-    Probing the usual partitions finds only the kept rows that lie in them: at 1M rows, a
-    folder of 1,000 photos left 65 candidates in 16 partitions and recall@10 fell to 0.65
-    (`benchmarks/ann_pareto.py`). The filter's row count, from the scalar indexes, costs ~1 ms.
-    """
+def filter_reach(table: Any, where: str, policy: IndexPolicy) -> FilterReach:
+    """How many rows `where` keeps (from the scalar indexes: 1-9 ms at 1M rows, the most for
+    wide filters) and how many partitions the ANN index has; the count is skipped without one."""
     vector = [c for c in table.list_indices() if c.columns == ["vector"]]
     if not vector:
+        return FilterReach(None, None)
+    partitions = _partitions(vector[0].name) or max(1, table.count_rows() // policy.partition_rows)
+    return FilterReach(int(table.count_rows(where)), partitions)
+
+
+def filtered_probes(reach: FilterReach, wanted: int, policy: IndexPolicy) -> int | None:
+    """How a search for the best `wanted` rows a filter keeps should run: None to compare the
+    query with every kept row (no ANN index, or at most `exact_filter_rows` kept), else how
+    many IVF partitions to probe so that they hold, on average, `filter_candidates` kept rows
+    or twice `wanted`, whichever is more, and never fewer than `nprobes`.
+
+    Probing only the usual partitions finds only the kept rows that lie in them: at 1M rows, a
+    folder of 1,000 photos left 65 candidates in 16 partitions and recall@10 fell to 0.65
+    (`benchmarks/ann_pareto.py`). A page deeper than the candidates probes more partitions.
+    """
+    if reach.partitions is None or reach.kept is None or reach.kept <= policy.exact_filter_rows:
         return None
-    kept = int(table.count_rows(where))
-    if kept <= policy.exact_filter_rows:
-        return None
-    rows = int(table.count_rows())
-    partitions = _partitions(vector[0].name) or max(1, rows // policy.partition_rows)
-    wanted = -(-policy.filter_candidates * partitions // kept)  # ceiling
-    return min(partitions, max(policy.nprobes, wanted))
+    candidates = max(policy.filter_candidates, 2 * wanted)
+    needed = -(-candidates * reach.partitions // reach.kept)  # ceiling
+    return min(reach.partitions, max(policy.nprobes, needed))
 
 
 def build_indexes(table: Any, policy: IndexPolicy, *, keywords_only: bool = False) -> IndexState:
