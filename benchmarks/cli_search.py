@@ -11,8 +11,9 @@ run by run so machine load hits both alike, times `crossmodal search "a red bicy
 - torch: CROSSMODAL_NO_ONNX=1, the full open_clip model (what every search did before);
 - onnx: the exported text tower, and for the image query also the int8 image tower, that
   `crossmodal index` and the first search left in the cache.
-For each it prints the median and range of wall time and each process's peak memory, then
-checks that the two paths agree: the same top-10 paths, and the text vectors' cosine.
+For each it prints the median and range of wall time and each process's peak memory, then the
+one-photo `index` start-up and the time until `crossmodal demo`'s page answers, and checks that
+the two paths agree: the same top-10 paths, and the text vectors' cosine.
 """
 
 from __future__ import annotations
@@ -147,6 +148,7 @@ def main() -> None:
                 flush=True,
             )
         startup(cli, model, work, env, args.runs)
+        demo_ready(cli, db, env, args.runs)
         torch_top = [h["path"] for h in json.loads(fp32)]
         onnx_top = [h["path"] for h in json.loads(outputs["onnx --json"])]
         bf16_top = [h["path"] for h in json.loads(outputs["torch --json"])]
@@ -188,6 +190,41 @@ def startup(cli: list[str], model: Path, work: Path, env: dict[str, str], runs: 
         print(f"index one photo, {name}: median {statistics.median(values):.2f} s "
               f"(range {min(values):.2f}-{max(values):.2f}), "
               f"peak memory {statistics.median(peaks[name]):.0f} MB", flush=True)  # fmt: skip
+
+
+def demo_ready(cli: list[str], db: Path, env: dict[str, str], runs: int) -> None:
+    """`crossmodal demo --db DB` from the shell until its page answers, with the torch model and
+    with the two exports."""
+    import socket
+    import urllib.error
+    import urllib.request
+
+    engines = {"torch (CROSSMODAL_NO_ONNX=1)": {**env, "CROSSMODAL_NO_ONNX": "1"}, "exports": env}
+    walls: dict[str, list[float]] = {name: [] for name in engines}
+    for _ in range(runs):
+        for name, engine_env in engines.items():
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = sock.getsockname()[1]
+            started = time.perf_counter()
+            demo = subprocess.Popen(
+                [*cli, "demo", "--db", str(db), "--port", str(port)],
+                env=engine_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            try:
+                while demo.poll() is None and time.perf_counter() - started < 120:
+                    try:
+                        with urllib.request.urlopen(f"http://127.0.0.1:{port}", timeout=5):
+                            break
+                    except (urllib.error.URLError, ConnectionError, TimeoutError):
+                        time.sleep(0.05)
+                walls[name].append(time.perf_counter() - started)
+            finally:
+                demo.terminate()
+                demo.wait(timeout=30)
+    for name, values in walls.items():
+        print(f"demo page answers, {name}: median {statistics.median(values):.2f} s "
+              f"(range {min(values):.2f}-{max(values):.2f})", flush=True)  # fmt: skip
 
 
 def compare_vectors(model: Path, work: Path) -> None:
