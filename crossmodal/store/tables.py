@@ -277,12 +277,13 @@ class ImageTable(_Table):
         from lancedb.rerankers import RRFReranker
 
         where = where_clause(filters)
-        columns = [c for c in FTS_COLUMNS if c in self._table.schema.names]
-        indexed = {c.columns[0] for c in self._table.list_indices() if c.index_type == "FTS"}
+        table = self._table  # one checkout of the latest version for the whole query
+        columns = [c for c in FTS_COLUMNS if c in table.schema.names]
+        indexed = {c.columns[0] for c in table.list_indices() if c.index_type == "FTS"}
         if not set(columns) <= indexed:
             self.build_index(keywords_only=True)
+            table = self._table  # the build committed a new version
         vector = np.asarray(vector, np.float32)
-        table = self._table
         query = (
             table.search(query_type="hybrid", fts_columns=columns)
             .vector(vector)
