@@ -14,12 +14,11 @@ search computed in numpy:
 - a filter keeping 50 % (a range on `path`, standing in for a date range: the synthetic rows
   share one date).
 Filters go through the scalar indexes the store builds (`upkeep.build_scalar_indexes`, timed
-apart from the vector index) and run as the store runs them (`upkeep.filter_reach` and
-`filtered_probes`): exact
+apart from the vector index) and run through the store's own `ImageTable._answer`: exact
 over the rows kept when they are few, else with more partitions probed the fewer rows are kept,
 and every partition when the first answer holds fewer than 10 rows. The probe count in a line
-is the unfiltered one the filtered count is derived from. Then queries/s from 4 client threads at the default settings. One line per point; pick the
-Pareto front from them. Machine load is printed with each kind. `--filter-strategies` instead
+is the unfiltered one the filtered count is derived from. Then queries/s from 4 client threads
+at the default settings. One line per point; pick the Pareto front from them. Machine load is printed with each kind. `--filter-strategies` instead
 times the store's filtered search before and after it was reworked, side by side.
 """
 
@@ -36,9 +35,9 @@ from pathlib import Path
 import numpy as np
 from search_latency import CHUNK, Vectors, build_table, exact_top10
 
-from crossmodal.store import Store, upkeep
+from crossmodal.store import ImageTable, Store, upkeep
 from crossmodal.store.filters import Filters
-from crossmodal.store.records import FilterReach, IndexPolicy
+from crossmodal.store.records import IndexPolicy
 from crossmodal.store.where import where_clause
 
 FILTERS = {
@@ -74,32 +73,17 @@ def exact_filtered(rows: int, vectors: Vectors, queries: np.ndarray, keep) -> np
     return best_ids
 
 
-REACHES: dict[str, FilterReach] = {}  # as ImageTable remembers them per table version
+STORE_TABLES: dict[int, ImageTable] = {}  # per probe count: the store's own filtered search
 
 
 def search(table, query, where, nprobes, refine):  # type: ignore[no-untyped-def]
-    """The store's `ImageTable._answer` on the raw table, with this point's probes and refine."""
+    """This point's query, run by the store's `ImageTable._answer` (which plans the filter and
+    remembers its count per table version) on the raw table as it stands."""
     q = table.search(query).distance_type("cosine").nprobes(nprobes)
     if refine:
         q = q.refine_factor(refine)
     q = q.select(["name"]).limit(10)
-    if not where:
-        return q.to_arrow().column("name").to_pylist()
-    policy = IndexPolicy(nprobes=nprobes)
-    if where not in REACHES:
-        REACHES[where] = upkeep.filter_reach(table, where, policy)
-    reach = REACHES[where]
-    probes = upkeep.filtered_probes(reach, 10, policy)
-    q = q.where(where, prefilter=True)
-    q = q.bypass_vector_index() if probes is None else q.nprobes(probes)
-    names = q.to_arrow().column("name").to_pylist()
-    if (
-        probes is not None
-        and probes < (reach.partitions or 0)
-        and len(names) < min(10, reach.kept or 0)
-    ):
-        names = q.maximum_nprobes(0).to_arrow().column("name").to_pylist()
-    return names
+    return STORE_TABLES[nprobes]._answer(table, q, where, 10).column("name").to_pylist()
 
 
 def plan_cost(table, where, nprobes) -> float:  # type: ignore[no-untyped-def]
@@ -225,7 +209,10 @@ def main() -> None:
         if name != "none":
             truths[name] = exact_filtered(args.rows, vectors, queries, keep)
     store = Store.open(path)
-    table = store.images(store.info("images").model)._table
+    model = store.info("images").model
+    table = store.images(model)._table
+    for nprobes in {16, *args.probes}:
+        STORE_TABLES[nprobes] = Store.open(path, policy=IndexPolicy(nprobes=nprobes)).images(model)
     if args.filter_strategies:
         upkeep.build_scalar_indexes(table)
         table.checkout_latest()
@@ -243,7 +230,6 @@ def main() -> None:
             f"load {os.getloadavg()[0]:.1f}",
             flush=True,
         )
-        REACHES.clear()
         for name, (where, _) in FILTERS.items():
             if where:
                 print(f"deciding how the {name} filter runs: {plan_cost(table, where, 16):.1f} ms")
