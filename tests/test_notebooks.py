@@ -49,17 +49,24 @@ def test_notebook_is_committed_without_outputs(path: Path) -> None:
 @pytest.fixture(scope="module")
 def kernel_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A kernel spec that runs this very interpreter (not whatever `python` is on PATH), with
-    the inline backend so figures come back as PNG outputs without a display."""
+    the inline backend so figures come back as PNG outputs without a display. The notebooks'
+    own working folders (`tempfile.mkdtemp`) go under pytest's temporary folder, which pytest
+    prunes, rather than into /tmp, where each run would leave about 60 MB behind."""
     root = tmp_path_factory.mktemp("kernels")
     spec = root / KERNEL
     spec.mkdir()
+    scratch = root / "tmp"
+    scratch.mkdir()
     (spec / "kernel.json").write_text(
         json.dumps(
             {
                 "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
                 "display_name": "crossmodal tests",
                 "language": "python",
-                "env": {"MPLBACKEND": "module://matplotlib_inline.backend_inline"},
+                "env": {
+                    "MPLBACKEND": "module://matplotlib_inline.backend_inline",
+                    "TMPDIR": str(scratch),
+                },
             }
         )
     )
@@ -84,7 +91,11 @@ def test_notebook_runs_offline_and_draws_figures(
         timeout=CELL_TIMEOUT_S,
         resources={"metadata": {"path": str(tmp_path)}},  # the kernel's working directory
     )
+    scratch = kernel_dir / "tmp"
+    before = set(scratch.iterdir())
     client.execute()  # raises CellExecutionError, with the failing cell's traceback, on any error
+    made = {p for p in set(scratch.iterdir()) - before if p.name.startswith("crossmodal-")}
+    assert len(made) == 1, made  # the notebook's working folder went where it was told
 
     code_cells = [cell for cell in notebook.cells if cell.cell_type == "code"]
     assert all(cell.execution_count for cell in code_cells)
