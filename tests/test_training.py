@@ -122,3 +122,76 @@ def test_bf16_training_on_the_cpu_learns_and_saves_float32_weights(
     weights = load_file(str(tmp_path / "model" / "open_clip_model.safetensors"))
     assert {tensor.dtype for tensor in weights.values()} == {torch.float32}
     assert all(tensor.is_contiguous() for tensor in weights.values())
+
+
+def test_captions_that_fit_other_images_count_as_their_pairs() -> None:
+    """Image 1's caption also describes image 0: with `fits` saying so, the loss no longer
+    pushes image 0 away from it. Fitting both ways is what sharing a caption group does; one
+    way, the targets of image 0 and of caption 1 split in two, as computed by hand."""
+    images = torch.nn.functional.normalize(torch.tensor([[1.0, 0.2], [0.9, 0.3], [-1.0, 0.5]]))
+    texts = torch.nn.functional.normalize(torch.tensor([[1.0, 0.1], [0.8, 0.4], [-0.9, 0.6]]))
+    scale = torch.tensor(10.0)
+    plain = clip_loss(images, texts, scale)
+    none_fit = torch.zeros(3, 3, dtype=torch.bool)
+    assert clip_loss(images, texts, scale, fits=none_fit) == pytest.approx(float(plain))
+    both_ways = none_fit.clone()
+    both_ways[0, 1] = both_ways[1, 0] = True
+    grouped = clip_loss(images, texts, scale, groups=torch.tensor([0, 0, 1]))
+    assert clip_loss(images, texts, scale, fits=both_ways) == pytest.approx(float(grouped))
+    one_way = none_fit.clone()
+    one_way[0, 1] = True  # caption 1 fits image 0, caption 0 does not fit image 1
+    loss = clip_loss(images, texts, scale, fits=one_way)
+    # by hand: image 0's target is half caption 0, half caption 1; caption 1's target is half
+    # image 0, half image 1; every other row keeps its one pair
+    logits = scale * images @ texts.T
+    log_i, log_t = logits.log_softmax(1), logits.T.log_softmax(1)
+    by_hand = (
+        -(
+            (log_i[0, 0] + log_i[0, 1]) / 2
+            + log_i[1, 1]
+            + log_i[2, 2]
+            + log_t[0, 0]
+            + (log_t[1, 0] + log_t[1, 1]) / 2
+            + log_t[2, 2]
+        )
+        / 6
+    )
+    assert float(loss) == pytest.approx(float(by_hand), rel=1e-5)
+
+
+def test_training_with_fits_needs_labels_and_uses_them(tmp_path: Path) -> None:
+    from crossmodal.evaluate.synthetic import caption_fits
+
+    scenes = [s for s in all_scenes() if s.background == "white"][:12]
+    write_captioned_set(tmp_path, scenes, per_scene=1, seed=0, size=32, partial_captions=2)
+    partial = read_captions(tmp_path / "captions.csv")
+    config = FinetuneConfig(epochs=0, max_steps=3, batch_size=12, lr=3e-3, warmup_steps=1)
+    unlabelled = CaptionedSet(
+        partial.source, tuple(type(i)(i.path, i.captions) for i in partial.items)
+    )
+    with pytest.raises(TrainingError, match="needs a label for every image"):
+        finetune(
+            create_encoder_from_config(TINY, seed=0),
+            unlabelled,
+            tmp_path / "none",
+            TINY,
+            config,
+            fits=caption_fits,
+        )
+    asked: list[tuple[str, str]] = []
+
+    def fits(caption: str, label: str) -> bool:
+        asked.append((caption, label))
+        return caption_fits(caption, label)
+
+    plain = finetune(
+        create_encoder_from_config(TINY, seed=0), partial, tmp_path / "p", TINY, config
+    )
+    fitted = finetune(
+        create_encoder_from_config(TINY, seed=0), partial, tmp_path / "f", TINY, config, fits=fits
+    )
+    labels = {item.label for item in partial.items}
+    captions = {c for item in partial.items for c in item.captions}
+    assert len(asked) == len(labels) * len(captions)  # asked once per label and caption
+    # the same batches and caption picks; "a shape on the left" now counts for every left image
+    assert fitted.losses[0] != pytest.approx(plain.losses[0])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import colorsys
 import csv
+import functools
 import io
 import math
 import os
@@ -136,6 +137,55 @@ class SampleImage:
     path: Path
     scene: Scene
     captions: tuple[str, ...]
+    anywhere: bool = False  # the shape was drawn anywhere, not at the scene's position
+
+    @property
+    def label(self) -> str:
+        """The scene's label, with the position "anywhere" when the shape went anywhere."""
+        if not self.anywhere:
+            return self.scene.label
+        return Scene(
+            self.scene.shape, self.scene.colour, ANYWHERE_LABEL, self.scene.background
+        ).label
+
+
+ANYWHERE_LABEL = "anywhere"
+_SYNONYMS = {"grey": "gray", "centre": "center", "middle": "center"}
+_FILLER = {"a", "an", "the", "of", "on", "at", "in", "photo", "picture", "drawing", "image"}
+_FILLER |= {"shape", "background"}  # the words a caption says when it leaves an attribute out
+
+
+def caption_fits(caption: str, label: str) -> bool:
+    """Whether `caption` describes the pictures of `label` ("colour-shape-position-background",
+    as `SampleImage.label` writes it): every attribute the caption names matches, the ones it
+    leaves out may be anything. "a red circle" fits every red circle; a caption naming a
+    position never fits a shape drawn anywhere. A caption with a word outside the generator's
+    vocabulary ("a crimson circle") fits nothing here: the caller falls back on its own pairs."""
+    named = _named_attributes(caption)
+    if named is None:
+        return False
+    attributes = label.split("-")
+    return all(attributes[index] == value for index, value in named)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _named_attributes(caption: str) -> tuple[tuple[int, str], ...] | None:
+    """(attribute index in a label, value) for each attribute word of `caption`, or None when
+    it has a word the generator does not write."""
+    words = [_SYNONYMS.get(w, w) for w in caption.lower().replace(",", " ").rstrip(".").split()]
+    named = []
+    for index, word in enumerate(words):
+        if word in COLOURS:
+            named.append((0, word))
+        elif word in SHAPES:
+            named.append((1, word))
+        elif word in POSITIONS:
+            named.append((2, word))
+        elif word in BACKGROUNDS and words[index + 1 : index + 2] == ["background"]:
+            named.append((3, word))
+        elif word not in _FILLER:
+            return None
+    return tuple(named)
 
 
 def all_scenes() -> list[Scene]:
@@ -327,6 +377,7 @@ def write_captioned_set(
     samples = []
     for index, scene in enumerate(s for s in scenes for _ in range(per_scene)):
         path = images_dir / f"{stem}-{index:05d}-{scene.label}.png"
+        anywhere = False
         if variety and rng.random() < variety:
             anywhere = rng.random() < ANYWHERE
             render_varied(scene, rng, anywhere).save(path)
@@ -343,7 +394,7 @@ def write_captioned_set(
                 scene.caption,
                 *(scene.partial_caption(rng) for _ in range(partial_captions)),
             )
-        samples.append(SampleImage(path, scene, captions))
+        samples.append(SampleImage(path, scene, captions, anywhere))
     _write_csv(folder / name, folder, samples)
     return samples
 
@@ -354,9 +405,7 @@ def _write_csv(path: Path, root: Path, samples: Iterable[SampleImage]) -> None:
         writer.writerow(["image", "caption", "label"])
         for sample in samples:
             for caption in sample.captions:
-                writer.writerow(
-                    [sample.path.relative_to(root).as_posix(), caption, sample.scene.label]
-                )
+                writer.writerow([sample.path.relative_to(root).as_posix(), caption, sample.label])
 
 
 @dataclass(frozen=True)

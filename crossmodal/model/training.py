@@ -100,27 +100,35 @@ def clip_loss(
     text_features: torch.Tensor,
     logit_scale: torch.Tensor,
     groups: torch.Tensor | None = None,
+    fits: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Symmetric InfoNCE over a batch whose i-th image and i-th caption belong together.
 
     `groups` (one id per pair) marks pairs with the same caption text: their images and captions
     are interchangeable, so the target spreads evenly over the group instead of punishing the
-    model for ranking an identical caption first.
+    model for ranking an identical caption first. `fits[i, j]` (images x captions, boolean)
+    marks more true pairs: caption j describes image i too ("a red circle" fits every red
+    circle of the batch). Each image's target spreads over the captions that fit it, each
+    caption's over the images it fits; the i-th pairs always count.
     """
     import torch
 
     logits = logit_scale * image_features @ text_features.T
-    if groups is None:
+    if groups is None and fits is None:
         labels = torch.arange(len(logits), device=logits.device)
         return (
             torch.nn.functional.cross_entropy(logits, labels)
             + torch.nn.functional.cross_entropy(logits.T, labels)
         ) / 2
-    same = (groups[:, None] == groups[None, :]).float()
-    targets = same / same.sum(dim=1, keepdim=True)
+    positive = torch.eye(len(logits), dtype=torch.bool, device=logits.device)
+    if groups is not None:
+        positive |= groups[:, None] == groups[None, :]
+    if fits is not None:
+        positive |= fits
+    weights = positive.float()
     return (
-        torch.nn.functional.cross_entropy(logits, targets)
-        + torch.nn.functional.cross_entropy(logits.T, targets)
+        torch.nn.functional.cross_entropy(logits, weights / weights.sum(dim=1, keepdim=True))
+        + torch.nn.functional.cross_entropy(logits.T, (weights / weights.sum(dim=0)).T)
     ) / 2
 
 
@@ -195,12 +203,15 @@ def finetune(
     model_cfg: dict[str, Any],
     config: FinetuneConfig | None = None,
     on_step: Callable[[TrainStep], None] | None = None,
+    fits: Callable[[str, str], bool] | None = None,
 ) -> FinetuneResult:
     """Train `encoder.model` in place with CLIP's loss and save it to `output` (open_clip format).
 
     `model_cfg` is the architecture config written beside the weights (`model_config_of(spec)`,
     or the config a from-scratch model was built from). Each step pairs every image of the batch
-    with one of its captions, drawn at random.
+    with one of its captions, drawn at random. With `fits(caption, label)`, which says whether a
+    caption describes the images of a label (the data set must have labels), every caption of
+    the batch counts as a true pair of every image it fits, not as a wrong one (`clip_loss`).
     """
     import torch
 
@@ -236,6 +247,7 @@ def finetune(
     for item in dataset.items:
         for caption in item.captions:
             caption_ids.setdefault(caption, len(caption_ids))
+    fit_table = _fit_table(dataset, caption_ids, fits) if fits is not None else None
     size = getattr(model.visual, "image_size", 224)
     pixel_bytes = 3 * 4 * (size[0] * size[1] if isinstance(size, tuple) else size * size)
     pixels = _Pixels(
@@ -264,6 +276,11 @@ def finetune(
                 groups = torch.tensor(
                     [caption_ids[dataset.items[i].captions[c]] for i, c in picks], device=device
                 )
+                batch_fits = None
+                if fit_table is not None:
+                    table, label_ids = fit_table
+                    rows = torch.tensor([label_ids[i] for i in indices])
+                    batch_fits = table[rows][:, groups.cpu()].to(device)
                 lr = lr_at(step, total, config)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
@@ -273,7 +290,7 @@ def finetune(
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                     image_features, text_features, scale = model(images, text.to(device))[:3]
                 loss = clip_loss(
-                    image_features.float(), text_features.float(), scale.float(), groups
+                    image_features.float(), text_features.float(), scale.float(), groups, batch_fits
                 )
                 if not torch.isfinite(loss):
                     raise TrainingError(
@@ -309,6 +326,25 @@ def finetune(
         trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
         total_params=sum(p.numel() for p in model.parameters()),
     )
+
+
+def _fit_table(
+    dataset: CaptionedSet, caption_ids: dict[str, int], fits: Callable[[str, str], bool]
+) -> tuple[torch.Tensor, list[int]]:
+    """`fits` over every label x caption of the data set, as a boolean table indexed by label
+    id and caption id, and each item's label id."""
+    import torch
+
+    if not dataset.has_labels:
+        raise TrainingError(
+            "matching captions to images by label needs a label for every image; "
+            f"{dataset.source} has images without one"
+        )
+    labels = sorted({item.label for item in dataset.items if item.label is not None})
+    label_ids = {label: index for index, label in enumerate(labels)}
+    captions = sorted(caption_ids, key=caption_ids.__getitem__)
+    table = torch.tensor([[fits(caption, label) for caption in captions] for label in labels])
+    return table, [label_ids[item.label] for item in dataset.items if item.label is not None]
 
 
 def _save(model: Any, model_cfg: dict[str, Any], path: Path, config: FinetuneConfig) -> Path:
