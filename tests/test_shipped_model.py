@@ -52,8 +52,39 @@ def test_shipped_model_passes_the_issue_recall_bar(heldout_report) -> None:
     _, report = heldout_report
     # 348 combinations, two renderings each: chance Recall@1 is 1/348 = 0.003
     assert report.text_to_image.at(1) >= 0.9  # the issue's bar; measured 1.000
-    assert report.image_to_text.at(1) >= 0.9  # measured 0.994 (orange and yellow swapped)
+    assert report.image_to_text.at(1) >= 0.9  # measured 1.000
     assert report.image_to_text.at(5) >= 0.99
+
+
+def test_the_first_shipped_models_figures_do_not_fall(heldout_report) -> None:
+    """The first model shipped, trained on the generator's one look only, recorded text -> image
+    R@1 1.000 and image -> text 0.994 on this split; learning other drawings must not cost that
+    (the model before this one fell to 0.980 and 0.963). One rendering's worth of slack."""
+    _, report = heldout_report
+    assert report.text_to_image.at(1) >= 1.000 - 1 / 696
+    assert report.image_to_text.at(1) >= 0.994 - 1 / 696
+
+
+def test_novel_combinations_stay_found(encoder, tmp_path: Path) -> None:
+    """The 12 combinations held out of training, rendered as eval.json's "novel" split is
+    (seed 2, 4 each): the first shipped model found every one both ways, and so does this."""
+    from crossmodal.evaluate.evaluation import encode_captioned_set, retrieval_report
+
+    write_captioned_set(tmp_path, sorted(novel_scenes()), per_scene=4, seed=2, name="novel.csv")
+    encoded = encode_captioned_set(encoder, read_captions(tmp_path / "novel.csv"), match="label")
+    report = retrieval_report(encoded, match="label")
+    assert (report.text_to_image.at(1), report.image_to_text.at(1)) == (1.0, 1.0)
+    recorded = json.loads((SHIPPED_MODEL_DIR / "eval.json").read_text())["novel"]
+    assert report.to_dict()["text_to_image"] == recorded["text_to_image"]
+
+
+def test_the_recipe_fits_the_issues_budget() -> None:
+    """What eval.json records of the run that made the weights: from scratch on two CPU cores,
+    data and training in at most 15 minutes."""
+    figures = json.loads((SHIPPED_MODEL_DIR / "eval.json").read_text())
+    assert figures["machine"].startswith("x86_64, 2 CPU cores")
+    assert figures["data_and_training_seconds"] <= 15 * 60
+    assert figures["recipe"]["pairs"] == "crossmodal.evaluate.synthetic.caption_fits"
 
 
 def test_shipped_model_gets_every_attribute_right(heldout_report) -> None:
