@@ -155,3 +155,44 @@ def test_finetune_refuses_model_and_scratch_together(captions: Path, tmp_path: P
     )
     assert result.exit_code == 2
     assert "not both" in result.output
+
+
+def test_finetune_pairs_by_label_and_refuses_a_set_without_labels(
+    captions: Path, tmp_path: Path
+) -> None:
+    def finetune(path: Path, out: str):
+        return CliRunner().invoke(
+            group,
+            [
+                "finetune",
+                str(path),
+                "-o",
+                str(tmp_path / out),
+                "--images",
+                str(captions.parent),
+                "--model",
+                str(SHIPPED_MODEL_DIR),
+                "--pairs",
+                "label",
+                "--steps",
+                "1",
+                "--batch-size",
+                "4",
+                "--warmup",
+                "1",
+                "--device",
+                "cpu",
+                "--json",
+            ],
+        )
+
+    result = finetune(captions, "by-label")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["steps"] == 1
+    unlabelled = tmp_path / "unlabelled.csv"
+    rows = captions.read_text().splitlines()
+    unlabelled.write_text("\n".join(",".join(row.split(",")[:2]) for row in rows) + "\n")
+    result = finetune(unlabelled, "none")
+    assert result.exit_code == 1
+    assert "needs a label for every image" in result.stderr
+    assert not (tmp_path / "none").exists()

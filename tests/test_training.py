@@ -11,7 +11,14 @@ from crossmodal.errors import TrainingError
 from crossmodal.evaluate.synthetic import all_scenes, write_captioned_set
 from crossmodal.media.captions import CaptionedSet, read_captions
 from crossmodal.model.encoder import EncoderConfig, create_encoder_from_config, load_encoder
-from crossmodal.model.training import FinetuneConfig, FinetuneResult, clip_loss, finetune, lr_at
+from crossmodal.model.training import (
+    FinetuneConfig,
+    FinetuneResult,
+    clip_loss,
+    finetune,
+    lr_at,
+    same_label_fits,
+)
 
 torch = pytest.importorskip("torch")
 
@@ -195,3 +202,21 @@ def test_training_with_fits_needs_labels_and_uses_them(tmp_path: Path) -> None:
     assert len(asked) == len(labels) * len(captions)  # asked once per label and caption
     # the same batches and caption picks; "a shape on the left" now counts for every left image
     assert fitted.losses[0] != pytest.approx(plain.losses[0])
+
+
+def test_same_label_fits_pairs_a_caption_with_every_image_of_its_label(tmp_path: Path) -> None:
+    from crossmodal.media.captions import CaptionedImage
+
+    dataset = CaptionedSet(
+        tmp_path / "set.csv",
+        (
+            CaptionedImage(tmp_path / "a.png", ("a dog on a beach",), "dog"),
+            CaptionedImage(tmp_path / "b.png", ("a sleeping dog", "a dog"), "dog"),
+            CaptionedImage(tmp_path / "c.png", ("a cat", "a dog"), "cat"),
+        ),
+    )
+    fits = same_label_fits(dataset)
+    assert fits("a dog on a beach", "dog") and fits("a sleeping dog", "dog")
+    assert not fits("a dog on a beach", "cat") and not fits("a cat", "dog")
+    assert fits("a dog", "dog") and fits("a dog", "cat")  # written for images of both labels
+    assert not fits("a caption nobody wrote", "dog")

@@ -60,6 +60,15 @@ from crossmodal.model.specs import default_model_spec
     show_default=True,
     help="Keep the embeddings and first N blocks of each trained tower fixed.",
 )
+@click.option(
+    "--pairs",
+    type=click.Choice(["caption", "label"]),
+    default="caption",
+    show_default=True,
+    help="What the loss counts as a true pair: an image and its own captions (and captions "
+    "with the same text), or also every caption of every image with the same label, as "
+    "`eval --match label` scores (needs a label column).",
+)
 @click.option("--seed", default=0, show_default=True)
 @click.option(
     "--save-every",
@@ -93,6 +102,7 @@ def finetune_command(
     freeze_image: bool,
     freeze_text: bool,
     freeze_layers: int,
+    pairs: str,
     seed: int,
     save_every: int,
     half_weights: bool,
@@ -109,7 +119,7 @@ def finetune_command(
         model_config_of,
         resolve_device,
     )
-    from crossmodal.model.training import FinetuneConfig, TrainStep, finetune
+    from crossmodal.model.training import FinetuneConfig, TrainStep, finetune, same_label_fits
 
     if model_spec and scratch_config:
         raise click.UsageError("give --model or --from-scratch, not both")
@@ -151,7 +161,8 @@ def finetune_command(
                 info=f"epoch {step.epoch} loss {step.loss:.4f} lr {step.lr:.2e}",
             )
 
-        result = finetune(encoder, dataset, output, model_cfg, config, on_step=on_step)
+        fits = same_label_fits(dataset) if pairs == "label" else None
+        result = finetune(encoder, dataset, output, model_cfg, config, on_step=on_step, fits=fits)
     if as_json:
         _dump(result.to_dict(), None)
         return

@@ -328,6 +328,17 @@ def finetune(
     )
 
 
+def same_label_fits(dataset: CaptionedSet) -> Callable[[str, str], bool]:
+    """A `fits` for `finetune` that pairs each caption with every image of the label(s) of the
+    images it describes: what evaluation with `match="label"` counts as a hit."""
+    labels_of: dict[str, set[str]] = {}
+    for item in dataset.items:
+        for caption in item.captions:
+            if item.label is not None:  # finetune refuses a set with unlabelled images
+                labels_of.setdefault(caption, set()).add(item.label)
+    return lambda caption, label: label in labels_of.get(caption, ())
+
+
 def _fit_table(
     dataset: CaptionedSet, caption_ids: dict[str, int], fits: Callable[[str, str], bool]
 ) -> tuple[torch.Tensor, list[int]]:
