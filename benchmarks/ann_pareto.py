@@ -183,6 +183,45 @@ def compare_filter_strategies(table, queries, truths) -> None:  # type: ignore[n
     print(f"load after: {os.getloadavg()[0]:.1f}", flush=True)
 
 
+def compare_query_apis(table, queries, truth, probes) -> None:  # type: ignore[no-untyped-def]
+    """Unfiltered top-10 through LanceDB's query builder against pylance's `to_table(nearest=)`
+    on the same dataset and index, alternating query by query: what LanceDB's Python layer costs."""
+    dataset = table.to_lance()
+
+    def through_lancedb(query, nprobes):  # type: ignore[no-untyped-def]
+        q = table.search(query).distance_type("cosine").nprobes(nprobes).refine_factor(5)
+        return q.select(["name"]).limit(10).to_arrow().column("name").to_pylist()
+
+    def through_pylance(query, nprobes):  # type: ignore[no-untyped-def]
+        nearest = {"column": "vector", "q": query, "k": 10, "nprobes": nprobes}
+        nearest |= {"refine_factor": 5, "metric": "cosine"}
+        return dataset.to_table(nearest=nearest, columns=["name"]).column("name").to_pylist()
+
+    print(f"query APIs, unfiltered, refine 5, load {os.getloadavg()[0]:.1f}", flush=True)
+    for nprobes in probes:
+        figures: dict[str, tuple[list[float], list[float]]] = {
+            "lancedb": ([], []),
+            "pylance": ([], []),
+        }
+        order = (("lancedb", through_lancedb), ("pylance", through_pylance))
+        for query in queries[:3]:
+            through_lancedb(query, nprobes), through_pylance(query, nprobes)
+        for index, (query, expected) in enumerate(zip(queries, truth, strict=True)):
+            for label, run in order if index % 2 else order[::-1]:
+                started = time.perf_counter()
+                names = run(query, nprobes)
+                figures[label][0].append((time.perf_counter() - started) * 1000)
+                found = {int(n[4:11]) for n in names}
+                figures[label][1].append(len(found & set(expected.tolist())) / 10)
+        cells = [
+            f"{label} {np.percentile(t, 50):5.1f} / {np.percentile(t, 95):5.1f} ms, "
+            f"recall {statistics.mean(r):.3f}"
+            for label, (t, r) in figures.items()
+        ]
+        print(f"{nprobes:3} probes: {' | '.join(cells)}", flush=True)
+    print(f"load after: {os.getloadavg()[0]:.1f}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -196,6 +235,11 @@ def main() -> None:
         "--filter-strategies",
         action="store_true",
         help="only compare the old and new filtered search on the table's present indexes",
+    )
+    parser.add_argument(
+        "--query-apis",
+        action="store_true",
+        help="only compare LanceDB's query builder with pylance on the present index, unfiltered",
     )
     args = parser.parse_args()
 
@@ -213,6 +257,9 @@ def main() -> None:
     table = store.images(model)._table
     for nprobes in {16, *args.probes}:
         STORE_TABLES[nprobes] = Store.open(path, policy=IndexPolicy(nprobes=nprobes)).images(model)
+    if args.query_apis:
+        compare_query_apis(table, queries, truths["none"], args.probes)
+        return
     if args.filter_strategies:
         upkeep.build_scalar_indexes(table)
         table.checkout_latest()

@@ -6,8 +6,9 @@
 Deterministic given --seed and --threads on CPU; about 12.5 minutes on two CPU cores. Most of
 the training images are drawn and captioned with variety (`train_variety`); the loss counts
 every caption of a batch as a pair of every image it describes (`caption_fits`), not only of its
-own. The model is then measured on held-out renderings, novel combinations, and the robustness suite of
-tests/robustness.py: shapes drawn by a second, independently written renderer.
+own. The model is then measured on held-out renderings, novel combinations, and the
+robustness suite of tests/robustness.py: shapes drawn by a second, independently written
+renderer.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from crossmodal.evaluate.evaluation import compression_study, encode_captioned_set, retrieval_report
-from crossmodal.evaluate.synthetic import ShapesSplits, caption_fits, write_shapes_dataset
+from crossmodal.evaluate.shape_captions import caption_fits
+from crossmodal.evaluate.synthetic import ShapesSplits, write_shapes_dataset
 from crossmodal.media.captions import CaptionedSet, read_captions
 from crossmodal.model.encoder import EncoderConfig, create_encoder_from_config, load_encoder
 from crossmodal.model.specs import SHIPPED_MODEL_DIR
@@ -56,7 +58,7 @@ ARCHITECTURE = {
         "mlp_ratio": 2.0,
     },
 }
-DATA = {"train_per_scene": 40, "train_variety": 0.75}  # 13,440 training images, 3 in 4 varied
+DATA = {"train_per_scene": 40, "train_variety": 0.75}  # 13,920 training images, 3 in 4 varied
 STAGES = (
     FinetuneConfig(
         epochs=0,
@@ -169,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             },
             # every caption of a batch is a true pair of every image it describes, not only of
             # its own: "a red circle" is not pushed away from the other red circles
-            "pairs": "crossmodal.evaluate.synthetic.caption_fits",
+            "pairs": "crossmodal.evaluate.shape_captions.caption_fits",
         },
         "training": stages,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, "

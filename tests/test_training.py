@@ -167,7 +167,7 @@ def test_captions_that_fit_other_images_count_as_their_pairs() -> None:
 
 
 def test_training_with_fits_needs_labels_and_uses_them(tmp_path: Path) -> None:
-    from crossmodal.evaluate.synthetic import caption_fits
+    from crossmodal.evaluate.shape_captions import caption_fits
 
     scenes = [s for s in all_scenes() if s.background == "white"][:12]
     write_captioned_set(tmp_path, scenes, per_scene=1, seed=0, size=32, partial_captions=2)
@@ -200,7 +200,8 @@ def test_training_with_fits_needs_labels_and_uses_them(tmp_path: Path) -> None:
     labels = {item.label for item in partial.items}
     captions = {c for item in partial.items for c in item.captions}
     assert len(asked) == len(labels) * len(captions)  # asked once per label and caption
-    # the same batches and caption picks; "a shape on the left" now counts for every left image
+    # the same seed; the first batch's partial captions ("a shape on the left") now count as
+    # pairs of every image they fit, so its loss is not the one CLIP's targets give
     assert fitted.losses[0] != pytest.approx(plain.losses[0])
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import colorsys
 import csv
-import functools
 import io
 import math
 import os
@@ -55,7 +54,10 @@ IMAGE_SIZE = 64
 RADIUS = (0.16, 0.22)  # shape radius range, as a fraction of the image side
 JITTER = 0.06  # largest shift of the shape centre from its position's anchor, same unit
 CAPTIONS_FILE = "captions.csv"
-ANYWHERE = 0.3  # share of varied pictures with the shape anywhere, captioned without a position
+ANYWHERE_SHARE = (
+    0.3  # share of varied pictures with the shape anywhere, captioned without a position
+)
+ANYWHERE_POSITION = "anywhere"  # the position in the label of a picture with the shape anywhere
 
 
 @dataclass(frozen=True, order=True)
@@ -141,51 +143,14 @@ class SampleImage:
 
     @property
     def label(self) -> str:
-        """The scene's label, with the position "anywhere" when the shape went anywhere."""
-        if not self.anywhere:
-            return self.scene.label
-        return Scene(
-            self.scene.shape, self.scene.colour, ANYWHERE_LABEL, self.scene.background
-        ).label
+        """The scene's label, with the position `ANYWHERE_POSITION` when the shape went anywhere."""
+        return _label(self.scene, self.anywhere)
 
 
-ANYWHERE_LABEL = "anywhere"
-_SYNONYMS = {"grey": "gray", "centre": "center", "middle": "center"}
-_FILLER = {"a", "an", "the", "of", "on", "at", "in", "photo", "picture", "drawing", "image"}
-_FILLER |= {"shape", "background"}  # the words a caption says when it leaves an attribute out
-
-
-def caption_fits(caption: str, label: str) -> bool:
-    """Whether `caption` describes the pictures of `label` ("colour-shape-position-background",
-    as `SampleImage.label` writes it): every attribute the caption names matches, the ones it
-    leaves out may be anything. "a red circle" fits every red circle; a caption naming a
-    position never fits a shape drawn anywhere. A caption with a word outside the generator's
-    vocabulary ("a crimson circle") fits nothing here: the caller falls back on its own pairs."""
-    named = _named_attributes(caption)
-    if named is None:
-        return False
-    attributes = label.split("-")
-    return all(attributes[index] == value for index, value in named)
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def _named_attributes(caption: str) -> tuple[tuple[int, str], ...] | None:
-    """(attribute index in a label, value) for each attribute word of `caption`, or None when
-    it has a word the generator does not write."""
-    words = [_SYNONYMS.get(w, w) for w in caption.lower().replace(",", " ").rstrip(".").split()]
-    named = []
-    for index, word in enumerate(words):
-        if word in COLOURS:
-            named.append((0, word))
-        elif word in SHAPES:
-            named.append((1, word))
-        elif word in POSITIONS:
-            named.append((2, word))
-        elif word in BACKGROUNDS and words[index + 1 : index + 2] == ["background"]:
-            named.append((3, word))
-        elif word not in _FILLER:
-            return None
-    return tuple(named)
+def _label(scene: Scene, anywhere: bool) -> str:
+    if not anywhere:
+        return scene.label
+    return f"{scene.colour}-{scene.shape}-{ANYWHERE_POSITION}-{scene.background}"
 
 
 def all_scenes() -> list[Scene]:
@@ -364,7 +329,7 @@ def write_captioned_set(
     """Render `per_scene` images of each scene into `folder/images/` and write `folder/name`.
 
     A `variety` share of the images, picked at random, is drawn by `render_varied` (any size;
-    an `ANYWHERE` share of them with the shape anywhere) and captioned by
+    an `ANYWHERE_SHARE` of them with the shape anywhere) and captioned by
     `Scene.varied_caption`; the rest share `render_scene`'s look at `size` px.
 
     The captions file is a CSV with columns image, caption, label (one row per caption, image
@@ -376,10 +341,10 @@ def write_captioned_set(
     stem = Path(name).stem
     samples = []
     for index, scene in enumerate(s for s in scenes for _ in range(per_scene)):
-        path = images_dir / f"{stem}-{index:05d}-{scene.label}.png"
-        anywhere = False
-        if variety and rng.random() < variety:
-            anywhere = rng.random() < ANYWHERE
+        varied = bool(variety) and rng.random() < variety
+        anywhere = varied and rng.random() < ANYWHERE_SHARE
+        path = images_dir / f"{stem}-{index:05d}-{_label(scene, anywhere)}.png"
+        if varied:
             render_varied(scene, rng, anywhere).save(path)
             captions = (
                 scene.varied_caption(rng, anywhere=anywhere),

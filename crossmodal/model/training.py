@@ -124,7 +124,12 @@ def clip_loss(
     if groups is not None:
         positive |= groups[:, None] == groups[None, :]
     if fits is not None:
-        positive |= fits
+        if fits.shape != positive.shape or fits.dtype != torch.bool:
+            raise ValueError(
+                f"fits must be a boolean images x captions matrix of shape "
+                f"{tuple(positive.shape)}, not {fits.dtype} {tuple(fits.shape)}"
+            )
+        positive |= fits.to(logits.device)
     weights = positive.float()
     return (
         torch.nn.functional.cross_entropy(logits, weights / weights.sum(dim=1, keepdim=True))
@@ -273,14 +278,13 @@ def finetune(
                 indices = order[start : start + batch_size]
                 picks = [(i, rng.randrange(len(tokens[i]))) for i in indices]
                 text = torch.stack([tokens[i][c] for i, c in picks])
-                groups = torch.tensor(
-                    [caption_ids[dataset.items[i].captions[c]] for i, c in picks], device=device
-                )
+                picked = torch.tensor([caption_ids[dataset.items[i].captions[c]] for i, c in picks])
+                groups = picked.to(device)
                 batch_fits = None
-                if fit_table is not None:
+                if fit_table is not None:  # [i, j]: caption j fits image i's label
                     table, label_ids = fit_table
                     rows = torch.tensor([label_ids[i] for i in indices])
-                    batch_fits = table[rows][:, groups.cpu()].to(device)
+                    batch_fits = table[rows[:, None], picked[None, :]].to(device)
                 lr = lr_at(step, total, config)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
