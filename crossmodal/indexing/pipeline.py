@@ -10,7 +10,6 @@ memory stays flat however many files there are; results come back in the order g
 from __future__ import annotations
 
 import logging
-import os
 from collections import deque
 from collections.abc import Generator, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -27,6 +26,7 @@ from crossmodal.media.images import (
     decode_bytes,
     read_image_bytes,
     to_pixels,
+    usable_cores,
 )
 from crossmodal.media.remote import ObjectStorage
 from crossmodal.model.specs import Encoder
@@ -166,7 +166,4 @@ def sample_pixels(
 def worker_count(config: PipelineConfig) -> int:
     if config.workers is not None:
         return max(0, config.workers)
-    try:
-        return len(os.sched_getaffinity(0))  # respects taskset and container CPU limits
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
+    return usable_cores()

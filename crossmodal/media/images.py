@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import warnings
 from dataclasses import dataclass
 from datetime import datetime
@@ -218,3 +219,11 @@ def _captured_at(image: Image.Image) -> datetime | None:
         return datetime.strptime(raw.strip("\x00 ").strip(), "%Y:%m:%d %H:%M:%S")
     except ValueError:
         return None
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (decoding workers, ONNX Runtime threads)."""
+    try:
+        return len(os.sched_getaffinity(0))  # respects taskset and container CPU limits
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1

@@ -11,7 +11,6 @@ It takes the same model-sized uint8 pixels as `ClipEncoder.encode_pixels`; text 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from crossmodal.errors import ModelLoadError
-from crossmodal.media.images import PixelRecipe, to_pixels
+from crossmodal.media.images import PixelRecipe, to_pixels, usable_cores
 from crossmodal.model import onnx_files
 from crossmodal.model.onnx_files import checked_manifest, open_session
 from crossmodal.model.specs import ModelIdentity
@@ -52,13 +51,6 @@ def open_image_export(
     except ModelLoadError as exc:
         log.warning("%s; loading the torch model instead", exc)
         return None
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))  # respects taskset and container CPU limits
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
 
 
 class OnnxImageEncoder:
@@ -104,7 +96,7 @@ class OnnxImageEncoder:
         except (KeyError, TypeError) as exc:
             raise ModelLoadError(f"no usable image export in {folder}: {exc}") from exc
         return cls(
-            open_session(folder / GRAPH_FILE, threads=_cores(), prepack=True),  # as torch
+            open_session(folder / GRAPH_FILE, threads=usable_cores(), prepack=True),  # as torch
             identity,
             recipe,
             manifest["mean"],
