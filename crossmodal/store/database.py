@@ -21,6 +21,7 @@ from crossmodal.errors import (
 )
 from crossmodal.media.remote import ObjectStorage, is_uri
 from crossmodal.model.specs import ModelIdentity
+from crossmodal.store.failures import lance_reason
 from crossmodal.store.importing import import_lancedb
 from crossmodal.store.lock import WriterLock
 from crossmodal.store.records import (
@@ -31,7 +32,7 @@ from crossmodal.store.records import (
     image_schema,
     text_schema,
 )
-from crossmodal.store.tables import ImageTable, TextTable, lance_reason
+from crossmodal.store.tables import ImageTable, TextTable
 
 # LanceDB's Rust logger prints deprecation notices about its own internal queries (hybrid search)
 # to stderr; they are not the user's to act on. Read when lancedb is first imported; a user who

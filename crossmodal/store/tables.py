@@ -5,21 +5,17 @@ Each table wraps one LanceDB table; `crossmodal.store.database` opens and create
 
 from __future__ import annotations
 
-import functools
-import itertools
-import random
-import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import fields
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 import crossmodal.store.upkeep as upkeep
-from crossmodal.errors import CrossmodalError, DiskFullError, StoreError, is_disk_full
 from crossmodal.model.specs import ModelIdentity
+from crossmodal.store.failures import filter_error, guarded_filter, reports_damage
 from crossmodal.store.filters import Filters
 from crossmodal.store.records import (
     LABEL_FIELDS,
@@ -35,57 +31,9 @@ from crossmodal.store.upkeep import FTS_COLUMNS
 from crossmodal.store.where import label_set_is, path_in, sql_string, where_clause
 
 _DELETE_CHUNK = 500
-RETRYABLE = "Retryable commit conflict"  # Lance's words when another writer committed first
-COMMIT_RETRIES = 8
 
 
-def lance_reason(exc: BaseException) -> str:
-    """LanceDB's error message without the Rust source location it appends."""
-    return str(exc).split(", /")[0]
-
-
-C = TypeVar("C", bound=type)
-T = TypeVar("T")
-
-
-def _reports_damage(cls: C) -> C:
-    """Class decorator: when LanceDB fails to read or write the table's files (a data file
-    deleted or truncated, a disk error), a public method raises a StoreError naming the fix
-    instead of a library traceback. A commit that lost a race with another writer (a database
-    on object storage has no lock) is run again: every method here is keyed and idempotent."""
-
-    def guarded(method: Callable[..., Any]) -> Callable[..., Any]:
-        @functools.wraps(method)
-        def wrapper(self: _Table, *args: Any, **kwargs: Any) -> Any:
-            for attempt in itertools.count():
-                try:
-                    return method(self, *args, **kwargs)
-                except CrossmodalError:
-                    raise
-                except (RuntimeError, OSError) as exc:
-                    if RETRYABLE in str(exc) and attempt < COMMIT_RETRIES:
-                        time.sleep(random.uniform(0.05, 0.2) * 2**attempt)
-                        continue
-                    if is_disk_full(exc):
-                        raise DiskFullError(self.db_dir) from exc
-                    reason = lance_reason(exc)
-                    raise StoreError(
-                        f"table {self.name!r} could not be read or written: {reason}\n"
-                        "Its files may be damaged (deleted, truncated, or on a failing disk); "
-                        "your photos are untouched.\nFix: rebuild the index from the photos: "
-                        "`crossmodal index PHOTOS_DIR --db DB --rebuild`"
-                    ) from exc
-            raise AssertionError("unreachable")
-
-        return wrapper
-
-    for name, member in list(vars(cls).items()):
-        if callable(member) and not name.startswith("_"):
-            setattr(cls, name, guarded(member))
-    return cls
-
-
-@_reports_damage
+@reports_damage
 class _Table:
     """Shared behaviour of image and text tables: identity, counting, nearest neighbours, and
     the upkeep of their indexes."""
@@ -117,7 +65,7 @@ class _Table:
 
     def count(self, filters: Filters | None = None) -> int:
         where = where_clause(filters)
-        return int(_guarded(lambda: self._table.count_rows(where), where))
+        return int(guarded_filter(lambda: self._table.count_rows(where), where))
 
     def _nearest(
         self,
@@ -164,7 +112,7 @@ class _Table:
         key = (int(table.version), where)
         reach = self._reaches.get(key)  # one lookup: another thread may clear meanwhile
         if reach is None:
-            reach = _guarded(lambda: upkeep.filter_reach(table, where, self.policy), where)
+            reach = guarded_filter(lambda: upkeep.filter_reach(table, where, self.policy), where)
             if len(self._reaches) >= 64:
                 self._reaches.clear()
             self._reaches[key] = reach
@@ -185,7 +133,7 @@ class _Table:
         return upkeep.maintain(self._table, self.policy, force=force)
 
 
-@_reports_damage
+@reports_damage
 class ImageTable(_Table):
     """The table of indexed images."""
 
@@ -353,7 +301,7 @@ class ImageTable(_Table):
                 if batch.num_rows:
                     yield batch.column(0).to_pylist(), numpy_vectors(batch.column(1), self.dim)
         except Exception as exc:
-            refused = _filter_error(where, exc)
+            refused = filter_error(where, exc)
             if refused is None:
                 raise
             raise refused from exc
@@ -379,7 +327,7 @@ class ImageTable(_Table):
         self._table.merge_insert("path").when_matched_update_all().execute(data)
 
 
-@_reports_damage
+@reports_damage
 class TextTable(_Table):
     """A table of labels or captions, searched from images."""
 
@@ -423,31 +371,4 @@ class TextTable(_Table):
 
 
 def _run(query: Any, where: str | None) -> pa.Table:
-    return _guarded(query.to_arrow, where)
-
-
-def _guarded(call: Callable[[], T], where: str | None) -> T:
-    """`call()`, with a failure caused by the filter `where` reported as a StoreError."""
-    try:
-        return call()
-    except Exception as exc:
-        refused = _filter_error(where, exc)
-        if refused is None:
-            raise
-        raise refused from exc
-
-
-def _filter_error(where: str | None, exc: Exception) -> StoreError | None:
-    """A StoreError naming the filter, when there is one and LanceDB refused it (a ValueError or
-    RuntimeError, or a panic of its SQL parser on odd text such as `:0`, which reaches Python as
-    a bare `pyo3_async_runtimes.RustPanic`); None when the failure is not the filter's."""
-    refused = isinstance(exc, (ValueError, RuntimeError)) or type(exc).__name__ == "RustPanic"
-    if not where or not refused:
-        return None
-    reason = lance_reason(exc)
-    return StoreError(
-        f"the filter cannot be applied: {reason}\n  where: {where}\n"
-        "Fix: use the columns path, folder, name, suffix, size, width, height, format, "
-        "taken_at, captured_at (and label after `crossmodal classify --all`), with SQL "
-        "syntax, e.g. \"width >= 3000 AND format = 'JPEG'\""
-    )
+    return guarded_filter(query.to_arrow, where)
