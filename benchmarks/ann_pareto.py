@@ -147,6 +147,35 @@ def build_index(table, kind: str, rows: int) -> float:  # type: ignore[no-untype
     return time.perf_counter() - started
 
 
+Timings = dict[str, tuple[list[float], list[float]]]  # label -> (ms per query, recall@10)
+
+
+def alternate(runs, queries, truth, warm: int) -> Timings:  # type: ignore[no-untyped-def]
+    """Each of the two `runs` (label -> query -> names) on every query, swapping which goes
+    first query by query (the second one finds warmer caches), after `warm` untimed queries."""
+    figures: Timings = {label: ([], []) for label in runs}
+    order = tuple(runs.items())
+    for query in queries[:warm]:
+        for run in runs.values():
+            run(query)
+    for index, (query, expected) in enumerate(zip(queries, truth, strict=True)):
+        for label, run in order if index % 2 else order[::-1]:
+            started = time.perf_counter()
+            names = run(query)
+            figures[label][0].append((time.perf_counter() - started) * 1000)
+            found = {int(n[4:11]) for n in names}
+            figures[label][1].append(len(found & set(expected.tolist())) / 10)
+    return figures
+
+
+def cells(figures: Timings) -> str:
+    return " | ".join(
+        f"{label} {np.percentile(t, 50):5.1f} / {np.percentile(t, 95):5.1f} ms, "
+        f"recall {statistics.mean(r):.3f}"
+        for label, (t, r) in figures.items()
+    )
+
+
 def compare_filter_strategies(table, queries, truths) -> None:  # type: ignore[no-untyped-def]
     """The store's filtered search before 2026-12-01 evening (probe every partition for any
     filter) against now (`search`), alternating query by query, at the default settings."""
@@ -157,29 +186,15 @@ def compare_filter_strategies(table, queries, truths) -> None:  # type: ignore[n
             q = q.where(where, prefilter=True).maximum_nprobes(0)
         return q.select(["name"]).limit(10).to_arrow().column("name").to_pylist()
 
-    def now(query, where):  # type: ignore[no-untyped-def]
-        return search(table, query, where, 16, 5)
-
     print(f"filter strategies, 16 probes, refine 5, load {os.getloadavg()[0]:.1f}", flush=True)
     for name, (where, _) in FILTERS.items():
-        figures: dict[str, tuple[list[float], list[float]]] = {"before": ([], []), "now": ([], [])}
-        for query in queries[:3]:
-            before(query, where), now(query, where)
-        for index, (query, expected) in enumerate(zip(queries, truths[name], strict=True)):
-            order = (("before", before), ("now", now))
-            for label, run in order if index % 2 else order[::-1]:  # the second one is warmer
-                started = time.perf_counter()
-                names = run(query, where)
-                figures[label][0].append((time.perf_counter() - started) * 1000)
-                found = {int(n[4:11]) for n in names}
-                figures[label][1].append(len(found & set(expected.tolist())) / 10)
-        cells = [
-            f"{label} {np.percentile(t, 50):5.1f} / {np.percentile(t, 95):5.1f} ms, "
-            f"recall {statistics.mean(r):.3f}"
-            for label, (t, r) in figures.items()
-        ]
+        runs = {
+            "before": lambda query, where=where: before(query, where),
+            "now": lambda query, where=where: search(table, query, where, 16, 5),
+        }
+        figures = alternate(runs, queries, truths[name], warm=3)
         ratio = np.percentile(figures["before"][0], 50) / np.percentile(figures["now"][0], 50)
-        print(f"{name:9} {' | '.join(cells)} | before / now {ratio:.2f}", flush=True)
+        print(f"{name:9} {cells(figures)} | before / now {ratio:.2f}", flush=True)
     print(f"load after: {os.getloadavg()[0]:.1f}", flush=True)
 
 
@@ -199,26 +214,13 @@ def compare_query_apis(table, queries, truth, probes) -> None:  # type: ignore[n
 
     print(f"query APIs, unfiltered, refine 5, load {os.getloadavg()[0]:.1f}", flush=True)
     for nprobes in probes:
-        figures: dict[str, tuple[list[float], list[float]]] = {
-            "lancedb": ([], []),
-            "pylance": ([], []),
+        runs = {
+            "lancedb": lambda query, n=nprobes: through_lancedb(query, n),
+            "pylance": lambda query, n=nprobes: through_pylance(query, n),
         }
-        order = (("lancedb", through_lancedb), ("pylance", through_pylance))
-        for query in queries:  # every partition these queries probe, in the index cache
-            through_lancedb(query, nprobes), through_pylance(query, nprobes)
-        for index, (query, expected) in enumerate(zip(queries, truth, strict=True)):
-            for label, run in order if index % 2 else order[::-1]:
-                started = time.perf_counter()
-                names = run(query, nprobes)
-                figures[label][0].append((time.perf_counter() - started) * 1000)
-                found = {int(n[4:11]) for n in names}
-                figures[label][1].append(len(found & set(expected.tolist())) / 10)
-        cells = [
-            f"{label} {np.percentile(t, 50):5.1f} / {np.percentile(t, 95):5.1f} ms, "
-            f"recall {statistics.mean(r):.3f}"
-            for label, (t, r) in figures.items()
-        ]
-        print(f"{nprobes:3} probes: {' | '.join(cells)}", flush=True)
+        # all queries once first: every partition they probe is then in the index cache
+        figures = alternate(runs, queries, truth, warm=len(queries))
+        print(f"{nprobes:3} probes: {cells(figures)}", flush=True)
     print(f"load after: {os.getloadavg()[0]:.1f}", flush=True)
 
 
