@@ -205,6 +205,28 @@ def test_training_with_fits_needs_labels_and_uses_them(tmp_path: Path) -> None:
     assert fitted.losses[0] != pytest.approx(plain.losses[0])
 
 
+def test_fits_asked_per_batch_trains_exactly_as_the_table_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A set too large to tabulate `fits` over (a label per image) asks it batch by batch:
+    the same pairs, so the same losses, step for step."""
+    import crossmodal.model.training as training
+    from crossmodal.evaluate.shape_captions import caption_fits
+
+    scenes = [s for s in all_scenes() if s.background == "white"][:12]
+    write_captioned_set(tmp_path, scenes, per_scene=1, seed=0, size=32, partial_captions=2)
+    partial = read_captions(tmp_path / "captions.csv")
+    config = FinetuneConfig(epochs=0, max_steps=3, batch_size=12, lr=3e-3, warmup_steps=1)
+
+    def run(out: str) -> tuple[float, ...]:
+        encoder = create_encoder_from_config(TINY, seed=0)
+        return finetune(encoder, partial, tmp_path / out, TINY, config, fits=caption_fits).losses
+
+    tabulated = run("table")
+    monkeypatch.setattr(training, "TABLE_CELLS", 0)
+    assert run("per-batch") == tabulated
+
+
 def test_same_label_fits_pairs_a_caption_with_every_image_of_its_label(tmp_path: Path) -> None:
     from crossmodal.media.captions import CaptionedImage
 
