@@ -54,9 +54,7 @@ IMAGE_SIZE = 64
 RADIUS = (0.16, 0.22)  # shape radius range, as a fraction of the image side
 JITTER = 0.06  # largest shift of the shape centre from its position's anchor, same unit
 CAPTIONS_FILE = "captions.csv"
-ANYWHERE_SHARE = (
-    0.3  # share of varied pictures with the shape anywhere, captioned without a position
-)
+ANYWHERE_SHARE = 0.3  # of varied pictures: the shape anywhere, captioned without a position
 ANYWHERE_POSITION = "anywhere"  # the position in the label of a picture with the shape anywhere
 
 
