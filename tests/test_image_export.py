@@ -65,6 +65,45 @@ def test_the_int8_export_agrees_with_torch_float32(clip, tmp_path: Path) -> None
         onnx.encode_texts(["a red circle"])
 
 
+def test_the_export_takes_uint8_pixels_and_embeds_patches_with_a_matrix_product(
+    clip, tmp_path: Path
+) -> None:
+    import onnx
+
+    folder = image_export.export_image_encoder(clip, blocky(16, clip.pixel_recipe.size), tmp_path)
+    graph = onnx.load(str(folder / GRAPH_FILE), load_external_data=False).graph
+    (pixels,) = graph.input
+    assert pixels.type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    dims = [d.dim_value or d.dim_param for d in pixels.type.tensor_type.shape.dim]
+    assert dims[1:] == [*clip.pixel_recipe.size, 3]
+    # the tiny ViT's 8x8 patch convolution runs as a quantised matrix product, not ConvInteger
+    assert not {node.op_type for node in graph.node} & {"Conv", "ConvInteger"}
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_patches_as_a_matrix_product_equal_the_convolution(bias: bool) -> None:
+    import torch
+
+    conv = torch.nn.Conv2d(3, 5, kernel_size=(4, 6), stride=(4, 6), bias=bias)
+    assert image_export._is_patch_embedding(conv)
+    assert not image_export._is_patch_embedding(torch.nn.Conv2d(3, 5, 4, stride=2))
+    x = torch.randn(2, 3, 8, 18)
+    with torch.no_grad():
+        assert torch.allclose(image_export._patches(conv, (8, 18))(x), conv(x), atol=1e-5)
+
+
+def test_an_export_in_the_older_float_format_is_made_again(clip, tmp_path: Path) -> None:
+    probes = blocky(16, clip.pixel_recipe.size)
+    folder = image_export.export_image_encoder(clip, probes, tmp_path)
+    manifest = json.loads((folder / "export.json").read_text())
+    (folder / "export.json").write_text(json.dumps({**manifest, "format": 1}))
+    with pytest.raises(ModelLoadError, match="older format"):
+        OnnxImageEncoder.open(folder, clip.identity)
+    assert image_export.ensure_image_export(clip, probes, tmp_path) == folder
+    vectors = OnnxImageEncoder.open(folder, clip.identity).encode_pixels(probes)
+    assert vectors.shape == (16, clip.dim)
+
+
 def test_an_export_of_other_weights_is_refused(clip, tmp_path: Path) -> None:
     from crossmodal.model.specs import ModelIdentity
 

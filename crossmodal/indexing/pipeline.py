@@ -97,7 +97,8 @@ def prepare(
         digest = content_hash(data)
         if digest == job.known_hash or digest in reusable:
             return Prepared(job.path, digest)
-        decoded = decode_bytes(data, job.path, min_side=recipe.min_side if recipe else None)
+        min_side = recipe.min_side if recipe else None
+        decoded = decode_bytes(data, job.path, min_side=min_side, digest=digest)
         pixels = to_pixels(decoded.image, recipe) if recipe else np.asarray(decoded.image)
     except ImageDecodeError as exc:
         return Prepared(job.path, error=exc.reason)

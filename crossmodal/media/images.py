@@ -26,6 +26,7 @@ from crossmodal.media.remote import ObjectStorage, is_uri
 EXIF_IFD = 0x8769
 EXIF_DATETIME_ORIGINAL = 36867
 EXIF_DATETIME = 306
+EXIF_ORIENTATION = 0x0112  # 1: upright; 2-8: mirrored and/or turned
 WHITE = (255, 255, 255)
 
 
@@ -82,9 +83,10 @@ def read_image_bytes(path: str | Path, storage: ObjectStorage | None = None) -> 
 
 
 def decode_bytes(
-    data: bytes, name: str = "<bytes>", *, min_side: int | None = None
+    data: bytes, name: str = "<bytes>", *, min_side: int | None = None, digest: str | None = None
 ) -> DecodedImage:
-    """Decode an image held in memory (an upload, or file bytes already read)."""
+    """Decode an image held in memory (an upload, or file bytes already read). `digest`: its
+    `content_hash`, when the caller has it already."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -95,8 +97,10 @@ def decode_bytes(
                 image.draft("RGB", _draft_request(width, height, min_side))
             image.load()
             captured = _captured_at(image)
-            upright = ImageOps.exif_transpose(image)
-            if _swaps_axes(image):
+            orientation = image.getexif().get(EXIF_ORIENTATION)
+            # exif_transpose copies even an upright image: 1 ms of a 4 ms 0.8 MP decode here
+            upright = ImageOps.exif_transpose(image) if orientation in range(2, 9) else image
+            if orientation in (5, 6, 7, 8):  # turned a quarter: width and height swap
                 width, height = height, width
             rgb = to_rgb(upright)
     except Image.DecompressionBombError as exc:
@@ -107,7 +111,7 @@ def decode_bytes(
         ) from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageDecodeError(name, f"corrupt or truncated image: {exc}") from exc
-    return DecodedImage(rgb, width, height, fmt, captured, content_hash(data))
+    return DecodedImage(rgb, width, height, fmt, captured, digest or content_hash(data))
 
 
 @dataclass(frozen=True)
@@ -168,10 +172,6 @@ def _draft_request(width: int, height: int, min_side: int) -> tuple[int, int]:
     # draft() picks the largest DCT scale (1/2, 1/4, 1/8) that keeps the image at least this size
     scale = min_side / min(width, height)
     return max(1, int(width * scale)), max(1, int(height * scale))
-
-
-def _swaps_axes(image: Image.Image) -> bool:
-    return image.getexif().get(0x0112) in (5, 6, 7, 8)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -1,8 +1,8 @@
 """Export an encoder's image tower to ONNX, quantised to int8, so indexing needs no torch.
 
 One folder per model identity in the cache: `image.onnx` (ONNX Runtime's optimised graph of the
-dynamically quantised tower: int8 weights, activations quantised per batch) with its weights in
-`image.weights`, and `export.json` with the identity, the pixel recipe and normalisation, and the
+dynamically quantised tower: int8 weights, activations quantised per batch; model-sized uint8
+pixels in, unit vectors out) with its weights in `image.weights`, and `export.json` with the identity, the pixel recipe and normalisation, and the
 agreement with torch's float32 vectors measured when it was made, on the user's own photos.
 An export whose vectors agree less than MIN_MEAN_COSINE, or whose top-10 neighbours (of each
 photo, and of PROBE_TEXTS) overlap less than MIN_TOP10, is not kept: the model keeps using
@@ -16,9 +16,9 @@ import copy
 import json
 import logging
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -40,6 +40,9 @@ from crossmodal.model.onnx_files import (
     save_optimised,
     staged,
 )
+
+if TYPE_CHECKING:
+    import torch
 
 MIN_MEAN_COSINE = 0.999  # against torch float32, what bf16 + draft decoding is held to
 MIN_TOP10 = 0.95  # overlap of the 10 nearest photos, of each photo and of each probe text
@@ -126,7 +129,7 @@ def export_image_encoder(
         reference = load_encoder(encoder.identity.spec, EncoderConfig("cpu", "fp32"))
     expected = reference.encode_pixels(probes)
     texts = reference.encode_texts(list(PROBE_TEXTS))
-    # the caller's model is copied (tracing must not touch it); one loaded here is used as is
+    # the caller's model is copied (the export changes it); one loaded here is used as is
     model = (copy.deepcopy(reference.model) if reference is encoder else reference.model).eval()
 
     cfg = dict(model.visual.preprocess_cfg)
@@ -138,7 +141,7 @@ def export_image_encoder(
         staged(folder) as staging,
     ):
         warnings.simplefilter("ignore")  # the tracer's notes on shape checks it fixes
-        _convert(torch, model, recipe, staging)
+        _convert(torch, pixel_tower(model, recipe, cfg["mean"], cfg["std"]), recipe, staging)
         manifest: dict[str, Any] = {
             "format": FORMAT,
             "identity": encoder.identity.to_dict(),
@@ -178,8 +181,78 @@ def export_image_encoder(
     return folder
 
 
+def pixel_tower(
+    model: Any, recipe: PixelRecipe, mean: Sequence[float], std: Sequence[float]
+) -> torch.nn.Module:
+    """`model`'s image tower as the export runs it: model-sized uint8 pixels (N, H, W, 3) in,
+    unit vectors out. Scaling and normalising happen in the graph, in ONNX Runtime's threads
+    (numpy took 1.8 ms a photo of the indexing thread for them). A ViT's patch embedding, a
+    convolution whose stride is its kernel, becomes the matrix product it is: quantised, that
+    runs in ONNX Runtime's int8 matrix kernel, where the convolution ran in its ConvInteger,
+    19 % of ViT-B-32's int8 forward pass here (BENCHMARKS.md). `model` is changed: pass a copy."""
+    import torch
+    from open_clip.transformer import VisionTransformer
+
+    visual = model.visual
+    conv = getattr(visual, "conv1", None)
+    if isinstance(visual, VisionTransformer) and _is_patch_embedding(conv):
+        visual.conv1 = _patches(conv, recipe.size)
+
+    # (x / 255 - mean) / std as one multiply-add
+    scale = torch.tensor([1.0 / (255.0 * float(s)) for s in std]).reshape(1, 3, 1, 1)
+    shift = torch.tensor([-float(m) / float(s) for m, s in zip(mean, std, strict=True)])
+    shift = shift.reshape(1, 3, 1, 1)
+
+    class PixelTower(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.tower = tower(model, "image")
+
+        def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+            chw = pixels.permute(0, 3, 1, 2).to(torch.float32)
+            return self.tower(chw * scale + shift)  # type: ignore[no-any-return]
+
+    return PixelTower().eval()
+
+
+def _is_patch_embedding(conv: Any) -> bool:
+    import torch
+
+    return (
+        isinstance(conv, torch.nn.Conv2d)
+        and conv.kernel_size == conv.stride
+        and conv.padding == (0, 0)
+        and conv.dilation == (1, 1)
+        and conv.groups == 1
+    )
+
+
+def _patches(conv: Any, size: tuple[int, int]) -> torch.nn.Module:
+    """The patch convolution `conv` as a reshape and a matrix product, its output unchanged."""
+    import torch
+
+    channels, (ph, pw) = conv.in_channels, conv.kernel_size
+    rows, cols = size[0] // ph, size[1] // pw
+
+    class Patches(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            weight = conv.weight.detach().reshape(conv.out_channels, -1)
+            self.weight = torch.nn.Parameter(weight.t().contiguous(), requires_grad=False)
+            self.bias = conv.bias
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = x.reshape(-1, channels, rows, ph, cols, pw).permute(0, 2, 4, 1, 3, 5)
+            y = x.reshape(-1, rows * cols, channels * ph * pw) @ self.weight
+            if self.bias is not None:
+                y = y + self.bias
+            return y.permute(0, 2, 1).reshape(-1, y.shape[-1], rows, cols)
+
+    return Patches()
+
+
 def _convert(torch: Any, model: Any, recipe: PixelRecipe, staging: Path) -> None:
-    """Trace, quantise and optimise the image tower into `staging`. A failure of any of the
+    """Trace, quantise and optimise the image tower `model` (a `pixel_tower`) into `staging`. A failure of any of the
     three (an operator the tracer does not know, a tower over protobuf's 2 GB, ...) is a
     ModelLoadError, so the model is marked and keeps using torch; a full disk stays an OSError,
     to be tried again."""
@@ -187,8 +260,8 @@ def _convert(torch: Any, model: Any, recipe: PixelRecipe, staging: Path) -> None
 
     try:
         torch.onnx.export(
-            tower(model, "image"),
-            (torch.zeros(2, 3, *recipe.size),),
+            model,
+            (torch.zeros(2, *recipe.size, 3, dtype=torch.uint8),),
             str(staging / "traced.onnx"),
             input_names=["pixels"],
             output_names=["vectors"],

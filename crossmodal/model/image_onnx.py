@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
+FORMAT = 2  # 2: uint8 pixels in, normalised in the graph (1: normalised float32 in)
 GRAPH_FILE, WEIGHTS_FILE = "image.onnx", "image.weights"
 
 
@@ -63,8 +63,6 @@ class OnnxImageEncoder:
         session: Any,
         identity: ModelIdentity,
         recipe: PixelRecipe,
-        mean: Sequence[float],
-        std: Sequence[float],
         logit_scale: float,
         precision: str,
         batch_size: int = 64,
@@ -72,11 +70,6 @@ class OnnxImageEncoder:
         self._session = session
         self.identity = identity
         self.pixel_recipe: PixelRecipe | None = recipe
-        # scaling and normalising folded into one multiply-add: (x / 255 - mean) / std
-        self._scale = (1.0 / (255.0 * np.asarray(std, np.float32))).reshape(1, 3, 1, 1)
-        self._shift = (-np.asarray(mean, np.float32) / np.asarray(std, np.float32)).reshape(
-            1, 3, 1, 1
-        )
         self.logit_scale = logit_scale
         self.precision = precision
         self.batch_size = batch_size
@@ -99,8 +92,6 @@ class OnnxImageEncoder:
             open_session(folder / GRAPH_FILE, threads=usable_cores(), prepack=True),  # as torch
             identity,
             recipe,
-            manifest["mean"],
-            manifest["std"],
             float(manifest["logit_scale"]),
             str(manifest["precision"]),
             batch_size,
@@ -110,8 +101,8 @@ class OnnxImageEncoder:
         """Encode a batch of model-sized uint8 pixels, shape (N, H, W, 3), from `to_pixels`."""
         if len(pixels) == 0:
             return np.empty((0, self.dim), np.float32)
-        chw = np.ascontiguousarray(pixels, np.uint8).transpose(0, 3, 1, 2).astype(np.float32)
-        (vectors,) = self._session.run(None, {"pixels": chw * self._scale + self._shift})
+        # scaled and normalised in the graph (image_export.pixel_tower)
+        (vectors,) = self._session.run(None, {"pixels": np.ascontiguousarray(pixels, np.uint8)})
         return np.asarray(vectors, np.float32)
 
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
