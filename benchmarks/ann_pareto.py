@@ -200,27 +200,30 @@ def compare_filter_strategies(table, queries, truths) -> None:  # type: ignore[n
 
 def compare_query_apis(table, queries, truth, probes) -> None:  # type: ignore[no-untyped-def]
     """Unfiltered top-10 through LanceDB's query builder against pylance's `to_table(nearest=)`
-    on the same dataset and index, alternating query by query: what LanceDB's Python layer costs."""
+    on the same dataset and index, alternating query by query: what LanceDB's Python layer costs.
+    Last, the least an IVF query can do (1 probe, no refine): the floor of each API here."""
     dataset = table.to_lance()
 
-    def through_lancedb(query, nprobes):  # type: ignore[no-untyped-def]
-        q = table.search(query).distance_type("cosine").nprobes(nprobes).refine_factor(5)
+    def through_lancedb(query, nprobes, refine):  # type: ignore[no-untyped-def]
+        q = table.search(query).distance_type("cosine").nprobes(nprobes)
+        q = q.refine_factor(refine) if refine else q
         return q.select(["name"]).limit(10).to_arrow().column("name").to_pylist()
 
-    def through_pylance(query, nprobes):  # type: ignore[no-untyped-def]
-        nearest = {"column": "vector", "q": query, "k": 10, "nprobes": nprobes}
-        nearest |= {"refine_factor": 5, "metric": "cosine"}
-        return dataset.to_table(nearest=nearest, columns=["name"]).column("name").to_pylist()
+    def through_pylance(query, nprobes, refine):  # type: ignore[no-untyped-def]
+        nearest = {"column": "vector", "q": query, "k": 10, "nprobes": nprobes, "metric": "cosine"}
+        nearest |= {"refine_factor": refine} if refine else {}
+        columns = ["name", "_distance"]
+        return dataset.to_table(nearest=nearest, columns=columns).column("name").to_pylist()
 
-    print(f"query APIs, unfiltered, refine 5, load {os.getloadavg()[0]:.1f}", flush=True)
-    for nprobes in probes:
+    print(f"query APIs, unfiltered, load {os.getloadavg()[0]:.1f}", flush=True)
+    for nprobes, refine in [*((n, 5) for n in probes), (1, 0)]:
         runs = {
-            "lancedb": lambda query, n=nprobes: through_lancedb(query, n),
-            "pylance": lambda query, n=nprobes: through_pylance(query, n),
+            "lancedb": lambda query, n=nprobes, r=refine: through_lancedb(query, n, r),
+            "pylance": lambda query, n=nprobes, r=refine: through_pylance(query, n, r),
         }
         # all queries once first: every partition they probe is then in the index cache
         figures = alternate(runs, queries, truth, warm=len(queries))
-        print(f"{nprobes:3} probes: {cells(figures)}", flush=True)
+        print(f"{nprobes:3} probes, refine {refine}: {cells(figures)}", flush=True)
     print(f"load after: {os.getloadavg()[0]:.1f}", flush=True)
 
 

@@ -142,6 +142,14 @@ def test_an_export_that_agrees_too_little_is_not_kept_and_is_tried_once(
     assert not (folder / GRAPH_FILE).exists()
 
 
+def test_the_bars_an_export_is_held_to_can_be_given(clip, tmp_path: Path) -> None:
+    probes = blocky(16, clip.pixel_recipe.size)
+    with pytest.raises(ModelLoadError, match=r"need 1.01 and 0.0\)"):
+        image_export.export_image_encoder(clip, probes, tmp_path, bars=(1.01, 0.0))
+    folder = image_export.export_image_encoder(clip, probes, tmp_path, bars=(0.0, 0.0))
+    assert json.loads((folder / "export.json").read_text())["agreement_with_torch_fp32"]
+
+
 def test_index_uses_the_export_after_the_first_run_and_imports_no_torch(
     clip, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
