@@ -180,7 +180,7 @@ def main() -> None:
     fp32_rate = statistics.median(rates["torch fp32"])
     print(f"{args.count} photos (1024x768 JPEG, model-sized {recipe.size}), batch 64, "
           f"{args.rounds} rounds; spec {spec}")  # fmt: skip
-    print(f"{'engine':12} {'img/s':>7} {'vs torch fp32':>13} {'ready s':>8} "
+    print(f"{'engine':15} {'img/s':>7} {'vs torch fp32':>13} {'ready s':>8} "
           f"{'mean cos':>9} {'min cos':>9} {'top-10':>7}")  # fmt: skip
     for name in engines:
         cosine = (vectors[name] * base).sum(axis=1)
@@ -188,7 +188,7 @@ def main() -> None:
         overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(top, base_top, strict=True)])
         rate = statistics.median(rates[name])
         print(
-            f"{name:12} {rate:7.1f} {rate / fp32_rate:12.2f}x {ready[name]:8.2f} "
+            f"{name:15} {rate:7.1f} {rate / fp32_rate:12.2f}x {ready[name]:8.2f} "
             f"{cosine.mean():9.6f} {cosine.min():9.6f} {overlap:7.3f}",
             flush=True,
         )
