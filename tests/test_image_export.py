@@ -12,7 +12,7 @@ from PIL import Image
 
 from crossmodal.errors import ModelLoadError
 from crossmodal.model import image_export
-from crossmodal.model.image_onnx import GRAPH_FILE, WEIGHTS_FILE, OnnxImageEncoder
+from crossmodal.model.image_onnx import FORMAT, GRAPH_FILE, WEIGHTS_FILE, OnnxImageEncoder
 
 pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
@@ -75,7 +75,7 @@ def test_the_export_takes_uint8_pixels_and_embeds_patches_with_a_matrix_product(
     (pixels,) = graph.input
     assert pixels.type.tensor_type.elem_type == onnx.TensorProto.UINT8
     dims = [d.dim_value or d.dim_param for d in pixels.type.tensor_type.shape.dim]
-    assert dims[1:] == [*clip.pixel_recipe.size, 3]
+    assert dims == ["batch", *clip.pixel_recipe.size, 3]
     # the tiny ViT's 8x8 patch convolution runs as a quantised matrix product, not ConvInteger
     assert not {node.op_type for node in graph.node} & {"Conv", "ConvInteger"}
 
@@ -85,11 +85,48 @@ def test_patches_as_a_matrix_product_equal_the_convolution(bias: bool) -> None:
     import torch
 
     conv = torch.nn.Conv2d(3, 5, kernel_size=(4, 6), stride=(4, 6), bias=bias)
-    assert image_export._is_patch_embedding(conv)
-    assert not image_export._is_patch_embedding(torch.nn.Conv2d(3, 5, 4, stride=2))
     x = torch.randn(2, 3, 8, 18)
     with torch.no_grad():
         assert torch.allclose(image_export._patches(conv, (8, 18))(x), conv(x), atol=1e-5)
+
+
+def test_only_whole_non_overlapping_patches_become_a_matrix_product() -> None:
+    from torch.nn import Conv2d
+
+    assert image_export._is_patch_embedding(Conv2d(3, 5, 4, stride=4), (32, 32))
+    for conv in (
+        Conv2d(3, 5, 4, stride=2),
+        Conv2d(3, 5, 4, stride=4, padding=1),
+        Conv2d(3, 5, 4, stride=4, dilation=2),
+        Conv2d(3, 6, 4, stride=4, groups=3),
+    ):
+        assert not image_export._is_patch_embedding(conv, (32, 32)), conv
+    # an image that does not divide into patches keeps its convolution (which drops the rest)
+    assert not image_export._is_patch_embedding(Conv2d(3, 5, 4, stride=4), (30, 32))
+
+
+def test_the_exported_tower_normalises_uint8_pixels_as_torch_does(clip) -> None:
+    import copy
+
+    import torch
+
+    from crossmodal.model.encoder import tower
+
+    cfg = clip.model.visual.preprocess_cfg
+    recipe = clip.pixel_recipe
+    rng = np.random.default_rng(3)
+    pixels = rng.integers(0, 256, (4, *recipe.size, 3), np.uint8)  # every pixel its own value
+    model = copy.deepcopy(clip.model).eval()
+    exported = image_export.pixel_tower(model, recipe, cfg["mean"], cfg["std"])
+    assert isinstance(model.visual.conv1, torch.nn.Module)
+    assert not isinstance(model.visual.conv1, torch.nn.Conv2d)  # became the matrix product
+    mean = np.asarray(cfg["mean"], np.float32).reshape(1, 3, 1, 1)
+    std = np.asarray(cfg["std"], np.float32).reshape(1, 3, 1, 1)
+    chw = (pixels.transpose(0, 3, 1, 2).astype(np.float32) / 255.0 - mean) / std
+    with torch.no_grad():
+        got = exported(torch.from_numpy(pixels)).numpy()
+        expected = tower(clip.model, "image")(torch.from_numpy(chw)).numpy()
+    assert np.abs(got - expected).max() < 1e-5
 
 
 def test_an_export_in_the_older_float_format_is_made_again(clip, tmp_path: Path) -> None:
@@ -138,8 +175,17 @@ def test_an_export_that_agrees_too_little_is_not_kept_and_is_tried_once(
     assert image_export.ensure_image_export(clip, probes, tmp_path) is None
     assert calls == [1]
     folder = image_export.export_folder(clip.identity.fingerprint, tmp_path)
-    assert "agrees with torch float32 only" in (folder / "unsupported.json").read_text()
+    marker = json.loads((folder / "unsupported.json").read_text())
+    assert "agrees with torch float32 only" in marker["reason"]
+    assert marker["format"] == FORMAT
     assert not (folder / GRAPH_FILE).exists()
+    # a model found unfit by another format (or a marker from before markers said) is retried
+    (folder / "unsupported.json").write_text(json.dumps({"reason": marker["reason"]}))
+    assert not image_export.has_image_export(clip, tmp_path)
+    monkeypatch.setattr(image_export, "MIN_MEAN_COSINE", 0.999)
+    assert image_export.ensure_image_export(clip, probes, tmp_path) == folder
+    assert calls == [1, 1]
+    assert not (folder / "unsupported.json").exists()
 
 
 def test_the_bars_an_export_is_held_to_can_be_given(clip, tmp_path: Path) -> None:
@@ -147,7 +193,8 @@ def test_the_bars_an_export_is_held_to_can_be_given(clip, tmp_path: Path) -> Non
     with pytest.raises(ModelLoadError, match=r"need 1.01 and 0.0\)"):
         image_export.export_image_encoder(clip, probes, tmp_path, bars=(1.01, 0.0))
     folder = image_export.export_image_encoder(clip, probes, tmp_path, bars=(0.0, 0.0))
-    assert json.loads((folder / "export.json").read_text())["agreement_with_torch_fp32"]
+    agreement = json.loads((folder / "export.json").read_text())["agreement_with_torch_fp32"]
+    assert agreement["photos"] == 16 and 0.99 < agreement["mean_cosine"] <= 1.0
 
 
 def test_index_uses_the_export_after_the_first_run_and_imports_no_torch(

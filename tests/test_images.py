@@ -3,10 +3,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from crossmodal.errors import ImageDecodeError
-from crossmodal.media.images import decode_image, to_rgb
+from crossmodal.media.images import content_hash, decode_bytes, decode_image, to_rgb
 
 
 def _exif_rotated(path: Path, orientation: int) -> Path:
@@ -30,6 +30,27 @@ def test_exif_orientation_is_applied(tmp_path: Path):
     pixels = np.asarray(decoded.image)
     assert pixels[20, 5, 0] > 200 and pixels[20, 5, 2] < 60  # left is red
     assert pixels[20, 55, 2] > 200 and pixels[20, 55, 0] < 60  # right is blue
+
+
+@pytest.mark.parametrize("orientation", [None, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
+def test_every_exif_orientation_decodes_as_pillow_turns_it(tmp_path: Path, orientation):
+    rng = np.random.default_rng(0)
+    stored = Image.fromarray(rng.integers(0, 256, (40, 60, 3), np.uint8))
+    exif = Image.Exif()
+    if orientation is not None:
+        exif[0x0112] = orientation
+    stored.save(tmp_path / "o.png", exif=exif)
+    decoded = decode_image(tmp_path / "o.png")
+    with Image.open(tmp_path / "o.png") as image:
+        expected = ImageOps.exif_transpose(image)
+    assert np.array_equal(np.asarray(decoded.image), np.asarray(expected))
+    assert (decoded.width, decoded.height) == expected.size
+
+
+def test_a_known_digest_is_not_computed_again(tmp_path: Path):
+    data = (_exif_rotated(tmp_path / "r.jpg", 1)).read_bytes()
+    assert decode_bytes(data).content_hash == content_hash(data)
+    assert decode_bytes(data, digest="given").content_hash == "given"
 
 
 def test_exif_capture_time_is_read(tmp_path: Path):

@@ -2,7 +2,8 @@
 
 One folder per model identity in the cache: `image.onnx` (ONNX Runtime's optimised graph of the
 dynamically quantised tower: int8 weights, activations quantised per batch; model-sized uint8
-pixels in, unit vectors out) with its weights in `image.weights`, and `export.json` with the identity, the pixel recipe and normalisation, and the
+pixels in, unit vectors out) with its weights in `image.weights`, and `export.json` with the
+identity, the pixel recipe, the normalisation (recorded; the graph applies it) and the
 agreement with torch's float32 vectors measured when it was made, on the user's own photos.
 An export whose vectors agree less than MIN_MEAN_COSINE, or whose top-10 neighbours (of each
 photo, and of PROBE_TEXTS) overlap less than MIN_TOP10, is not kept: the model keeps using
@@ -176,7 +177,7 @@ def export_image_encoder(
             "top10_overlap_text_queries": round(by_text, 4),
         }
         min_cosine, min_top10 = bars or (MIN_MEAN_COSINE, MIN_TOP10)
-        if cosine.mean() < min_cosine or min(by_image, by_text) < min_top10:
+        if not (cosine.mean() >= min_cosine and min(by_image, by_text) >= min_top10):  # NaN too
             raise ModelLoadError(
                 f"the int8 image tower of {encoder.identity.spec} agrees with torch float32 "
                 f"only to mean cosine {cosine.mean():.6f} and top-10 overlaps of "
@@ -194,16 +195,17 @@ def pixel_tower(
 ) -> torch.nn.Module:
     """`model`'s image tower as the export runs it: model-sized uint8 pixels (N, H, W, 3) in,
     unit vectors out. Scaling and normalising happen in the graph, in ONNX Runtime's threads
-    (numpy took 1.8 ms a photo of the indexing thread for them). A ViT's patch embedding, a
-    convolution whose stride is its kernel, becomes the matrix product it is: quantised, that
-    runs in ONNX Runtime's int8 matrix kernel, where the convolution ran in its ConvInteger,
-    19 % of ViT-B-32's int8 forward pass here (BENCHMARKS.md). `model` is changed: pass a copy."""
+    (numpy took 1.8 ms a photo of the indexing thread for them). The patch embedding of
+    open_clip's own ViT, a convolution whose stride is its kernel, becomes the matrix product
+    it is (timm towers keep their convolution): quantised, that runs in ONNX Runtime's int8
+    matrix kernel, where the convolution ran in its ConvInteger, 19 % of ViT-B-32's int8
+    forward pass here (BENCHMARKS.md). `model` is changed: pass a copy."""
     import torch
     from open_clip.transformer import VisionTransformer
 
     visual = model.visual
     conv = getattr(visual, "conv1", None)
-    if isinstance(visual, VisionTransformer) and _is_patch_embedding(conv):
+    if isinstance(visual, VisionTransformer) and _is_patch_embedding(conv, recipe.size):
         visual.conv1 = _patches(conv, recipe.size)
 
     # (x / 255 - mean) / std as one multiply-add
@@ -223,7 +225,8 @@ def pixel_tower(
     return PixelTower().eval()
 
 
-def _is_patch_embedding(conv: Any) -> bool:
+def _is_patch_embedding(conv: Any, size: tuple[int, int]) -> bool:
+    """Whether `conv` cuts an image of `size` into whole patches that do not overlap."""
     import torch
 
     return (
@@ -232,6 +235,8 @@ def _is_patch_embedding(conv: Any) -> bool:
         and conv.padding == (0, 0)
         and conv.dilation == (1, 1)
         and conv.groups == 1
+        and size[0] % conv.kernel_size[0] == 0
+        and size[1] % conv.kernel_size[1] == 0
     )
 
 
@@ -260,8 +265,9 @@ def _patches(conv: Any, size: tuple[int, int]) -> torch.nn.Module:
 
 
 def _convert(torch: Any, model: Any, recipe: PixelRecipe, staging: Path) -> None:
-    """Trace, quantise and optimise the image tower `model` (a `pixel_tower`) into `staging`. A failure of any of the
-    three (an operator the tracer does not know, a tower over protobuf's 2 GB, ...) is a
+    """Trace, quantise and optimise the image tower `model` (a `pixel_tower`) into `staging`.
+    A failure of any of the three (an operator the tracer does not know, a tower over
+    protobuf's 2 GB, ...) is a
     ModelLoadError, so the model is marked and keeps using torch; a full disk stays an OSError,
     to be tried again."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -316,4 +322,4 @@ def ensure_image_export(
         return None if (folder / UNSUPPORTED).is_file() else folder
     if len(probes) < MIN_PROBES:
         return None  # a later run, with more photos, makes it
-    return make_once(folder, lambda: export_image_encoder(encoder, probes, root))
+    return make_once(folder, lambda: export_image_encoder(encoder, probes, root), FORMAT)

@@ -76,25 +76,30 @@ def checked_manifest(folder: Path, identity: ModelIdentity, fmt: int, what: str)
 
 
 def export_settled(folder: Path, fmt: int) -> bool:
-    """Whether the export in `folder` was made in format `fmt`, or found unfit: nothing to do.
-    An export in an older format is made again."""
-    try:
-        return json.loads((folder / MANIFEST).read_text()).get("format") == fmt
-    except (OSError, ValueError, AttributeError):
-        return (folder / UNSUPPORTED).is_file()
+    """Whether the export in `folder` was made in format `fmt`, or found unfit in it: nothing
+    to do. An export in an older format is made again, and a model found unfit by an older
+    format (or a marker that does not say) is tried once more."""
+    for name in (MANIFEST, UNSUPPORTED):
+        try:
+            if json.loads((folder / name).read_text()).get("format") == fmt:
+                return True
+        except (OSError, ValueError, AttributeError):
+            pass
+    return False
 
 
-def make_once(folder: Path, make: Callable[[], Path]) -> Path | None:
-    """`make()` the export in `folder`; if it fails for any reason but the cache's (an OSError:
-    full or read-only, tried again next time), mark the model as unfit, with the reason, so it
-    is tried once, and return None."""
+def make_once(folder: Path, make: Callable[[], Path], fmt: int) -> Path | None:
+    """`make()` the export in `folder`, in format `fmt`; if it fails for any reason but the
+    cache's (an OSError: full or read-only, tried again next time), mark the model as unfit in
+    that format, with the reason, so it is tried once per format, and return None."""
     try:
         return make()
     except OSError:
         raise
     except Exception as exc:  # unfit, or torch's exporter, onnx or ONNX Runtime failed on it
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / UNSUPPORTED).write_text(json.dumps({"reason": str(exc)}) + "\n")
+        (folder / MANIFEST).unlink(missing_ok=True)  # an older format's export: not to be found
+        (folder / UNSUPPORTED).write_text(json.dumps({"reason": str(exc), "format": fmt}) + "\n")
         return None
 
 

@@ -137,4 +137,4 @@ def ensure_text_export(encoder: ClipEncoder, root: Path | None = None) -> Path |
     folder = export_folder(encoder.identity.fingerprint, root)
     if has_text_export(encoder, root):
         return None if (folder / UNSUPPORTED).is_file() else folder
-    return make_once(folder, lambda: export_text_encoder(encoder, root))
+    return make_once(folder, lambda: export_text_encoder(encoder, root), FORMAT)
