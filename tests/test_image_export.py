@@ -11,7 +11,7 @@ from conftest import cli_in_fresh_process
 from PIL import Image
 
 from crossmodal.errors import ModelLoadError
-from crossmodal.model import image_export
+from crossmodal.model import image_export, vit_rewrites
 from crossmodal.model.image_onnx import FORMAT, GRAPH_FILE, WEIGHTS_FILE, OnnxImageEncoder
 
 pytest.importorskip("torch")
@@ -87,22 +87,60 @@ def test_patches_as_a_matrix_product_equal_the_convolution(bias: bool) -> None:
     conv = torch.nn.Conv2d(3, 5, kernel_size=(4, 6), stride=(4, 6), bias=bias)
     x = torch.randn(2, 3, 8, 18)
     with torch.no_grad():
-        assert torch.allclose(image_export._patches(conv, (8, 18))(x), conv(x), atol=1e-5)
+        assert torch.allclose(vit_rewrites.patches(conv, (8, 18))(x), conv(x), atol=1e-5)
 
 
 def test_only_whole_non_overlapping_patches_become_a_matrix_product() -> None:
     from torch.nn import Conv2d
 
-    assert image_export._is_patch_embedding(Conv2d(3, 5, 4, stride=4), (32, 32))
+    assert vit_rewrites.is_patch_embedding(Conv2d(3, 5, 4, stride=4), (32, 32))
     for conv in (
         Conv2d(3, 5, 4, stride=2),
         Conv2d(3, 5, 4, stride=4, padding=1),
         Conv2d(3, 5, 4, stride=4, dilation=2),
         Conv2d(3, 6, 4, stride=4, groups=3),
     ):
-        assert not image_export._is_patch_embedding(conv, (32, 32)), conv
+        assert not vit_rewrites.is_patch_embedding(conv, (32, 32)), conv
     # an image that does not divide into patches keeps its convolution (which drops the rest)
-    assert not image_export._is_patch_embedding(Conv2d(3, 5, 4, stride=4), (30, 32))
+    assert not vit_rewrites.is_patch_embedding(Conv2d(3, 5, 4, stride=4), (30, 32))
+
+
+def test_self_attention_written_out_equals_torch_multihead_attention() -> None:
+    import torch
+
+    torch.manual_seed(0)
+    attn = torch.nn.MultiheadAttention(32, 4, batch_first=True).eval()
+    with torch.no_grad():
+        for parameter in attn.parameters():
+            parameter.normal_(0, 0.5)  # weights large enough for attention to matter
+        x = torch.randn(3, 7, 32)
+        expected = attn(x, x, x, need_weights=False)[0]
+        got, _ = vit_rewrites.self_attention(attn)(x, x, x)
+    assert torch.allclose(got, expected, atol=1e-4 * float(expected.abs().max()))
+    with pytest.raises(ValueError, match="unmasked self-attention"):
+        vit_rewrites.self_attention(attn)(x, x, x, attn_mask=torch.zeros(7, 7))
+
+
+def test_only_plain_self_attention_is_written_out() -> None:
+    from types import SimpleNamespace
+
+    from torch.nn import MultiheadAttention
+
+    def block(**kwargs):  # type: ignore[no-untyped-def]
+        return SimpleNamespace(attn=MultiheadAttention(32, 4, **{"batch_first": True, **kwargs}))
+
+    assert vit_rewrites.is_self_attention(block())
+    for unlike in (
+        block(batch_first=False),
+        block(bias=False),
+        block(add_bias_kv=True),
+        block(add_zero_attn=True),
+        block(kdim=16, vdim=16),
+    ):
+        assert not vit_rewrites.is_self_attention(unlike)
+    cross = block()
+    cross.ln_1_kv = None  # open_clip's cross-attention blocks have a norm for keys and values
+    assert not vit_rewrites.is_self_attention(cross)
 
 
 def test_the_exported_tower_normalises_uint8_pixels_as_torch_does(clip) -> None:
@@ -118,8 +156,9 @@ def test_the_exported_tower_normalises_uint8_pixels_as_torch_does(clip) -> None:
     pixels = rng.integers(0, 256, (4, *recipe.size, 3), np.uint8)  # every pixel its own value
     model = copy.deepcopy(clip.model).eval()
     exported = image_export.pixel_tower(model, recipe, cfg["mean"], cfg["std"])
-    assert isinstance(model.visual.conv1, torch.nn.Module)
     assert not isinstance(model.visual.conv1, torch.nn.Conv2d)  # became the matrix product
+    blocks = model.visual.transformer.resblocks
+    assert not any(isinstance(b.attn, torch.nn.MultiheadAttention) for b in blocks)
     mean = np.asarray(cfg["mean"], np.float32).reshape(1, 3, 1, 1)
     std = np.asarray(cfg["std"], np.float32).reshape(1, 3, 1, 1)
     chw = (pixels.transpose(0, 3, 1, 2).astype(np.float32) / 255.0 - mean) / std

@@ -41,6 +41,7 @@ from crossmodal.model.onnx_files import (
     save_optimised,
     staged,
 )
+from crossmodal.model.vit_rewrites import rewrite_vit
 
 if TYPE_CHECKING:
     import torch
@@ -195,18 +196,12 @@ def pixel_tower(
 ) -> torch.nn.Module:
     """`model`'s image tower as the export runs it: model-sized uint8 pixels (N, H, W, 3) in,
     unit vectors out. Scaling and normalising happen in the graph, in ONNX Runtime's threads
-    (numpy took 1.8 ms a photo of the indexing thread for them). The patch embedding of
-    open_clip's own ViT, a convolution whose stride is its kernel, becomes the matrix product
-    it is (timm towers keep their convolution): quantised, that runs in ONNX Runtime's int8
-    matrix kernel, where the convolution ran in its ConvInteger, 19 % of ViT-B-32's int8
-    forward pass here (BENCHMARKS.md). `model` is changed: pass a copy."""
+    (numpy took 1.8 ms a photo of the indexing thread for them). open_clip's own ViT is
+    rewritten into faster exact operators first (`vit_rewrites`). `model` is changed: pass a
+    copy."""
     import torch
-    from open_clip.transformer import VisionTransformer
 
-    visual = model.visual
-    conv = getattr(visual, "conv1", None)
-    if isinstance(visual, VisionTransformer) and _is_patch_embedding(conv, recipe.size):
-        visual.conv1 = _patches(conv, recipe.size)
+    rewrite_vit(model.visual, recipe.size)
 
     # (x / 255 - mean) / std as one multiply-add
     scale = torch.tensor([1.0 / (255.0 * float(s)) for s in std]).reshape(1, 3, 1, 1)
@@ -223,45 +218,6 @@ def pixel_tower(
             return self.tower(chw * scale + shift)  # type: ignore[no-any-return]
 
     return PixelTower().eval()
-
-
-def _is_patch_embedding(conv: Any, size: tuple[int, int]) -> bool:
-    """Whether `conv` cuts an image of `size` into whole patches that do not overlap."""
-    import torch
-
-    return (
-        isinstance(conv, torch.nn.Conv2d)
-        and conv.kernel_size == conv.stride
-        and conv.padding == (0, 0)
-        and conv.dilation == (1, 1)
-        and conv.groups == 1
-        and size[0] % conv.kernel_size[0] == 0
-        and size[1] % conv.kernel_size[1] == 0
-    )
-
-
-def _patches(conv: Any, size: tuple[int, int]) -> torch.nn.Module:
-    """The patch convolution `conv` as a reshape and a matrix product, its output unchanged."""
-    import torch
-
-    channels, (ph, pw) = conv.in_channels, conv.kernel_size
-    rows, cols = size[0] // ph, size[1] // pw
-
-    class Patches(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            weight = conv.weight.detach().reshape(conv.out_channels, -1)
-            self.weight = torch.nn.Parameter(weight.t().contiguous(), requires_grad=False)
-            self.bias = conv.bias
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            x = x.reshape(-1, channels, rows, ph, cols, pw).permute(0, 2, 4, 1, 3, 5)
-            y = x.reshape(-1, rows * cols, channels * ph * pw) @ self.weight
-            if self.bias is not None:
-                y = y + self.bias
-            return y.permute(0, 2, 1).reshape(-1, y.shape[-1], rows, cols)
-
-    return Patches()
 
 
 def _convert(torch: Any, model: Any, recipe: PixelRecipe, staging: Path) -> None:
