@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FORMAT = 2  # 2: uint8 pixels in, normalised in the graph (1: normalised float32 in)
+FORMAT = 3  # 3: ViTs rewritten (vit_rewrites); 2: uint8 pixels in; 1: normalised float32 in
 GRAPH_FILE, WEIGHTS_FILE = "image.onnx", "image.weights"
 
 
