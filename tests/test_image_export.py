@@ -117,17 +117,21 @@ def test_self_attention_written_out_equals_torch_multihead_attention() -> None:
         expected = attn(x, x, x, need_weights=False)[0]
         got, _ = vit_rewrites.self_attention(attn)(x, x, x)
     assert torch.allclose(got, expected, atol=1e-4 * float(expected.abs().max()))
+    written = vit_rewrites.self_attention(attn)
     with pytest.raises(ValueError, match="unmasked self-attention"):
-        vit_rewrites.self_attention(attn)(x, x, x, attn_mask=torch.zeros(7, 7))
+        written(x, x, x, attn_mask=torch.zeros(7, 7))
+    with pytest.raises(ValueError, match="unmasked self-attention"):
+        written(x, x, torch.randn(3, 7, 32))  # another value than the query
 
 
 def test_only_plain_self_attention_is_written_out() -> None:
-    from types import SimpleNamespace
-
+    from open_clip.transformer import AttentionalPooler, ResidualAttentionBlock
     from torch.nn import MultiheadAttention
 
     def block(**kwargs):  # type: ignore[no-untyped-def]
-        return SimpleNamespace(attn=MultiheadAttention(32, 4, **{"batch_first": True, **kwargs}))
+        residual = ResidualAttentionBlock(32, 4)
+        residual.attn = MultiheadAttention(32, 4, **{"batch_first": True, **kwargs})
+        return residual
 
     assert vit_rewrites.is_self_attention(block())
     for unlike in (
@@ -136,11 +140,10 @@ def test_only_plain_self_attention_is_written_out() -> None:
         block(add_bias_kv=True),
         block(add_zero_attn=True),
         block(kdim=16, vdim=16),
+        ResidualAttentionBlock(32, 4, is_cross_attention=True),
+        AttentionalPooler(32, 32, n_head=4, n_queries=3),  # attends from learned queries
     ):
         assert not vit_rewrites.is_self_attention(unlike)
-    cross = block()
-    cross.ln_1_kv = None  # open_clip's cross-attention blocks have a norm for keys and values
-    assert not vit_rewrites.is_self_attention(cross)
 
 
 def test_the_exported_tower_normalises_uint8_pixels_as_torch_does(clip) -> None:

@@ -17,7 +17,7 @@ import copy
 import json
 import logging
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -150,7 +150,9 @@ def export_image_encoder(
         staged(folder) as staging,
     ):
         warnings.simplefilter("ignore")  # the tracer's notes on shape checks it fixes
-        _convert(torch, pixel_tower(model, recipe, cfg["mean"], cfg["std"]), recipe, staging)
+        _convert(
+            torch, lambda: pixel_tower(model, recipe, cfg["mean"], cfg["std"]), recipe, staging
+        )
         manifest: dict[str, Any] = {
             "format": FORMAT,
             "identity": encoder.identity.to_dict(),
@@ -220,17 +222,16 @@ def pixel_tower(
     return PixelTower().eval()
 
 
-def _convert(torch: Any, model: Any, recipe: PixelRecipe, staging: Path) -> None:
-    """Trace, quantise and optimise the image tower `model` (a `pixel_tower`) into `staging`.
-    A failure of any of the three (an operator the tracer does not know, a tower over
-    protobuf's 2 GB, ...) is a
-    ModelLoadError, so the model is marked and keeps using torch; a full disk stays an OSError,
-    to be tried again."""
+def _convert(torch: Any, build: Callable[[], Any], recipe: PixelRecipe, staging: Path) -> None:
+    """Build (a `pixel_tower`), trace, quantise and optimise the image tower into `staging`. A
+    failure of any of these (a rewrite that does not fit, an operator the tracer does not know,
+    a tower over protobuf's 2 GB, ...) is a ModelLoadError, so the model is marked and keeps
+    using torch; a full disk stays an OSError, to be tried again."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     try:
         torch.onnx.export(
-            model,
+            build(),
             (torch.zeros(2, *recipe.size, 3, dtype=torch.uint8),),
             str(staging / "traced.onnx"),
             input_names=["pixels"],

@@ -74,14 +74,17 @@ def patches(conv: Any, size: tuple[int, int]) -> torch.nn.Module:
 
 
 def is_self_attention(block: Any) -> bool:
-    """Whether `block`'s attention is the plain batch-first self-attention `self_attention`
-    reproduces: one packed input projection with its bias, no key/value biases or zero
-    attention, not cross-attention."""
+    """Whether `block` is one of open_clip's residual blocks whose attention is the plain
+    batch-first self-attention `self_attention` reproduces: one packed input projection with
+    its bias, no key/value biases or zero attention, not cross-attention. (An attention pooler,
+    which attends from learned queries, is not such a block.)"""
     import torch
+    from open_clip.transformer import ResidualAttentionBlock
 
     attn = getattr(block, "attn", None)
     return (
-        isinstance(attn, torch.nn.MultiheadAttention)
+        isinstance(block, ResidualAttentionBlock)
+        and isinstance(attn, torch.nn.MultiheadAttention)
         and attn.batch_first
         and attn._qkv_same_embed_dim
         and attn.in_proj_bias is not None
@@ -93,8 +96,9 @@ def is_self_attention(block: Any) -> bool:
 
 
 def self_attention(attn: Any) -> torch.nn.Module:
-    """`attn` (an `nn.MultiheadAttention`, in eval mode, called as open_clip's blocks call it)
-    written out as matrix products."""
+    """`attn` (an `nn.MultiheadAttention`, called as open_clip's blocks call it) written out as
+    matrix products: equal to it up to float rounding (about 1e-7 relative), for inference
+    only (no dropout)."""
     import torch
 
     heads, width = attn.num_heads, attn.embed_dim
@@ -117,8 +121,15 @@ def self_attention(attn: Any) -> torch.nn.Module:
             need_weights: bool = False,
             attn_mask: torch.Tensor | None = None,
         ) -> tuple[torch.Tensor, None]:
-            if attn_mask is not None or (k is not None and k is not x) or need_weights:
+            others = (k, v)
+            if (
+                attn_mask is not None
+                or need_weights
+                or any(t is not None and t is not x for t in others)
+            ):
                 raise ValueError("only unmasked self-attention is rewritten")
+            if self.training and attn.dropout:
+                raise ValueError("the rewritten attention is for inference: it has no dropout")
             tokens = x.shape[1]
             qkv = x @ self.w_in + self.b_in
             qkv = qkv.reshape(-1, tokens, 3, heads, depth).permute(2, 0, 3, 1, 4)
