@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from index_throughput import photo  # noqa: E402  (the same photo-like images)
+from index_throughput import photo, unchecked_export  # noqa: E402  (the same photos)
 
 
 def pixels(count: int, recipe: Any) -> np.ndarray:
@@ -119,15 +119,10 @@ class Onnx:
 def own_export(reference: Any, batch: np.ndarray, work: Path) -> tuple[Any, float]:
     """crossmodal's int8 export of the model (made once under `work`, checked on none of the
     bars: this benchmark prints its agreement itself), and the seconds it took to open."""
-    from crossmodal.model.image_export import export_image_encoder
-    from crossmodal.model.image_onnx import FORMAT, OnnxImageEncoder, export_folder
-    from crossmodal.model.onnx_files import export_settled
+    from crossmodal.model.image_onnx import OnnxImageEncoder
 
-    root = work / "exports"
-    if not export_settled(export_folder(reference.identity.fingerprint, root), FORMAT):
-        export_image_encoder(reference, batch[:64], root, bars=(0.0, 0.0))
+    folder = unchecked_export(reference, batch[:64], work / "exports")
     started = time.perf_counter()
-    folder = export_folder(reference.identity.fingerprint, root)
     encoder = OnnxImageEncoder.open(folder, reference.identity, 64)
     return encoder.encode_pixels, time.perf_counter() - started
 

@@ -181,26 +181,32 @@ def int8_export(encoder: Any, folder: Path, batch_size: int) -> Any:
     it (random weights crowd rankings together, so their top-10 is fragile), one made without
     the bars is timed instead, and what it measured is printed."""
     from crossmodal.indexing.pipeline import sample_pixels
-    from crossmodal.model.image_export import (
-        ensure_image_export,
-        export_image_encoder,
-        unfit_reason,
-    )
-    from crossmodal.model.image_onnx import FORMAT, OnnxImageEncoder, export_folder
-    from crossmodal.model.onnx_files import MANIFEST, export_settled
+    from crossmodal.model.image_export import ensure_image_export, unfit_reason
+    from crossmodal.model.image_onnx import OnnxImageEncoder
+    from crossmodal.model.onnx_files import MANIFEST
 
     probes = sample_pixels(sorted(str(p) for p in folder.glob("*.jpg"))[:64], encoder.pixel_recipe)
     exported = ensure_image_export(encoder, probes)
     if exported is None:
         print(f"the int8 check refused this export: {unfit_reason(encoder) or 'too few photos'}")
-        root = CACHE / "int8-unchecked"
-        exported = export_folder(encoder.identity.fingerprint, root)
-        if not export_settled(exported, FORMAT):
-            export_image_encoder(encoder, probes, root, bars=(0.0, 0.0))
+        exported = unchecked_export(encoder, probes, CACHE / "int8-unchecked")
         agreement = json.loads((exported / MANIFEST).read_text())["agreement_with_torch_fp32"]
         print(f"timing one made without the bars, which `crossmodal index` would not use for "
               f"this model; its agreement with torch fp32: {agreement}")  # fmt: skip
     return OnnxImageEncoder.open(exported, encoder.identity, batch_size)
+
+
+def unchecked_export(encoder: Any, probes: np.ndarray, root: Path) -> Path:
+    """The int8 export of `encoder` under `root`, made once without the agreement bars (its
+    figures are still measured, in its export.json): for timing whatever it agrees to."""
+    from crossmodal.model.image_export import export_image_encoder
+    from crossmodal.model.image_onnx import FORMAT, export_folder
+    from crossmodal.model.onnx_files import export_settled
+
+    folder = export_folder(encoder.identity.fingerprint, root)
+    if not export_settled(folder, FORMAT):
+        export_image_encoder(encoder, probes, root, bars=(0.0, 0.0))
+    return folder
 
 
 def throughput(args: argparse.Namespace) -> None:
