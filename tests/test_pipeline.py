@@ -16,6 +16,7 @@ from crossmodal.indexing.pipeline import Job, PipelineConfig, prepare_stream, wo
 from crossmodal.media.images import PixelRecipe, decode_image, to_pixels
 from crossmodal.model.encoder import (
     EncoderConfig,
+    cpu_has_int8_dot,
     cpu_has_native_bf16,
     load_encoder,
     resolve_precision,
@@ -234,6 +235,21 @@ def test_draft_decoding_keeps_large_jpegs_close_to_full_decoding(tiny_model_dir,
 )
 def test_native_bf16_is_read_from_cpu_flags(cpuinfo, expected):
     assert cpu_has_native_bf16(cpuinfo) is expected
+
+
+@pytest.mark.parametrize(
+    ("cpuinfo", "expected"),
+    [
+        ("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni avx512_bf16\n", True),
+        ("flags\t\t: fpu sse2 avx2 avx_vnni\n", True),  # Alder Lake: VNNI without AVX-512
+        ("flags\t\t: fpu sse2 avx512f amx_tile amx_int8\n", True),
+        ("flags\t\t: fpu sse2 avx2 fma\n", False),  # the AVX2-only EPYC of 2026-12-04
+        ("Features\t: fp asimd asimddp i8mm\n", False),  # Arm: not x86's kernels
+        ("", False),
+    ],
+)
+def test_int8_dot_products_are_read_from_cpu_flags(cpuinfo, expected):
+    assert cpu_has_int8_dot(cpuinfo) is expected
 
 
 def test_auto_precision_follows_the_hardware(monkeypatch):

@@ -88,23 +88,37 @@ def resolve_precision(device: str, requested: str = "auto") -> str:
 
 
 _BF16_FLAGS = {"avx512_bf16", "amx_bf16"}  # x86: Cooper Lake / Zen 4 and later, Sapphire Rapids AMX
+# x86 instructions that multiply signed by unsigned bytes into 32-bit sums; without them ONNX
+# Runtime's int8 kernels add pairs into 16 bits first, which saturate (see image_export)
+_INT8_DOT_FLAGS = {"avx512_vnni", "avx_vnni", "amx_int8"}
+
+
+def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
+    """This CPU's feature flags, per /proc/cpuinfo (empty where it cannot be read)."""
+    if cpuinfo is None:
+        if platform.system() != "Linux":
+            return frozenset()  # no cheap, reliable check elsewhere: callers choose the safe way
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
+        except OSError:
+            return frozenset()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):  # x86 and Arm spell the line differently
+            return frozenset(value.split())
+    return frozenset()
 
 
 def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
     """Whether this CPU has bf16 instructions (x86 AVX-512 BF16 or AMX, Arm BF16), per /proc/cpuinfo."""
-    if cpuinfo is None:
-        if platform.system() != "Linux":
-            return False  # no cheap, reliable check elsewhere: fp32 is the safe choice
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
-        except OSError:
-            return False
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):  # x86 and Arm spell the line differently
-            words = set(value.split())
-            return bool(words & _BF16_FLAGS) or "bf16" in words
-    return False
+    flags = cpu_flags(cpuinfo)
+    return bool(flags & _BF16_FLAGS) or "bf16" in flags
+
+
+def cpu_has_int8_dot(cpuinfo: str | None = None) -> bool:
+    """Whether this x86 CPU multiplies int8 by uint8 into 32-bit sums (VNNI or AMX), per
+    /proc/cpuinfo. False on other CPUs and where it cannot be told."""
+    return bool(cpu_flags(cpuinfo) & _INT8_DOT_FLAGS)
 
 
 def _dtype(precision: str) -> torch.dtype:
