@@ -25,21 +25,24 @@ times the store's filtered search before and after it was reworked, side by side
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import tempfile
 import threading
 import time
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
-from search_latency import CHUNK, Vectors, build_table, exact_top10
+from search_latency import CHUNK, IDENTITY, Vectors, build_table, exact_top10
 
 from crossmodal.store import ImageTable, Store, upkeep
 from crossmodal.store.filters import Filters
-from crossmodal.store.records import IndexPolicy
+from crossmodal.store.records import ImageRow, IndexPolicy
 from crossmodal.store.where import where_clause
 
+ROW_COLUMNS = [f.name for f in fields(ImageRow)]
 FILTERS = {
     "none": (None, lambda i: np.ones_like(i, bool)),
     "1%": (
@@ -73,17 +76,23 @@ def exact_filtered(rows: int, vectors: Vectors, queries: np.ndarray, keep) -> np
     return best_ids
 
 
-STORE_TABLES: dict[int, ImageTable] = {}  # per probe count: the store's own filtered search
+STORE_TABLES: dict[tuple[int, int], ImageTable] = {}  # per (probes, refine): the store's search
+
+
+def store_table(path: Path, nprobes: int, refine: int) -> ImageTable:
+    key = (nprobes, refine)
+    if key not in STORE_TABLES:
+        policy = IndexPolicy(nprobes=nprobes, refine_factor=refine)
+        STORE_TABLES[key] = Store.open(path, policy=policy).images(IDENTITY)
+    return STORE_TABLES[key]
 
 
 def search(table, query, where, nprobes, refine):  # type: ignore[no-untyped-def]
-    """This point's query, run by the store's `ImageTable._answer` (which plans the filter and
-    remembers its count per table version) on the raw table as it stands."""
-    q = table.search(query).distance_type("cosine").nprobes(nprobes)
-    if refine:
-        q = q.refine_factor(refine)
-    q = q.select(["name"]).limit(10)
-    return STORE_TABLES[nprobes]._answer(table, q, where, 10).column("name").to_pylist()
+    """This point's query, run by the store's own search (`ImageTable._nearest`, which plans
+    the filter and remembers its count per table version), fetching only the names."""
+    filters = Filters(sql=where) if where else None
+    found = STORE_TABLES[nprobes, refine]._nearest(query, 10, filters, ["name"])
+    return found.column("name").to_pylist()
 
 
 def plan_cost(table, where, nprobes) -> float:  # type: ignore[no-untyped-def]
@@ -133,16 +142,30 @@ def throughput(table, queries, nprobes, refine, clients: int = 4) -> float:  # t
     return done[0] / (time.perf_counter() - started)
 
 
-def build_index(table, kind: str, rows: int) -> float:  # type: ignore[no-untyped-def]
-    partitions = max(1, rows // IndexPolicy().partition_rows)
-    options: dict[str, object] = {"num_partitions": partitions}
-    if kind == "IVF_PQ" or kind == "IVF_HNSW_PQ":
-        options["num_sub_vectors"] = 64
+def build_index(table, kind: str, rows: int, partition_rows: int) -> float:  # type: ignore[no-untyped-def]
+    """Build `kind` with one partition per `partition_rows` rows, named as the store names its
+    own (`vector_p<partitions>`: a filtered search plans its probes from the name)."""
+    from lancedb import index
+
+    partitions = max(1, rows // partition_rows)
     if kind.startswith("IVF_HNSW"):
-        options["num_partitions"] = max(1, rows // 100_000)  # HNSW graphs want big partitions
+        partitions = max(1, rows // 100_000)  # HNSW graphs want big partitions
+    configs = {
+        "IVF_FLAT": index.IvfFlat,
+        "IVF_SQ": index.IvfSq,
+        "IVF_RQ": index.IvfRq,
+        "IVF_PQ": functools.partial(index.IvfPq, num_sub_vectors=64),
+        "IVF_HNSW_SQ": index.HnswSq,
+        "IVF_HNSW_PQ": functools.partial(index.HnswPq, num_sub_vectors=64),
+    }
+    for config in table.list_indices():
+        if config.columns == ["vector"]:
+            table.drop_index(config.name)
     started = time.perf_counter()
     table.create_index(
-        metric="cosine", vector_column_name="vector", index_type=kind, replace=True, **options
+        "vector",
+        config=configs[kind](distance_type="cosine", num_partitions=partitions),
+        name=f"vector_p{partitions}",
     )
     return time.perf_counter() - started
 
@@ -198,6 +221,49 @@ def compare_filter_strategies(table, queries, truths) -> None:  # type: ignore[n
     print(f"load after: {os.getloadavg()[0]:.1f}", flush=True)
 
 
+def before_nearest(store: ImageTable, table, query, where):  # type: ignore[no-untyped-def]
+    """The store's search as it ran until 2026-12-04: LanceDB's query builder after a checkout
+    of the latest commit, every column of the row, the filter planned as now."""
+    table.checkout_latest()
+    policy = store.policy
+    q = table.search(query).distance_type("cosine").nprobes(policy.nprobes)
+    q = q.refine_factor(policy.refine_factor).select([*ROW_COLUMNS, "_distance"]).limit(10)
+    if not where:
+        return q.to_arrow()
+    reach = store._reach(store._dataset().version, where)
+    probes = upkeep.filtered_probes(reach, 10, policy)
+    q = q.where(where, prefilter=True)
+    q = q.bypass_vector_index() if probes is None else q.nprobes(probes)
+    found = q.to_arrow()
+    if probes is not None and probes < (reach.partitions or 0) and len(found) < 10:
+        found = q.maximum_nprobes(0).to_arrow()
+    return found
+
+
+def compare_store_paths(table, queries, truths) -> None:  # type: ignore[no-untyped-def]
+    """A search as the user gets it (every column of the 10 rows), the store's query through
+    LanceDB's builder before 2026-12-04 against Lance's scanner now, alternating query by
+    query, at the default settings, for every filter."""
+    store = STORE_TABLES[16, 5]
+
+    def now(query, where):  # type: ignore[no-untyped-def]
+        hits = store.nearest(query, 10, Filters(sql=where) if where else None)
+        return [row.name for row, _ in hits]
+
+    print(f"store search paths, 16 probes, refine 5, load {os.getloadavg()[0]:.1f}", flush=True)
+    for name, (where, _) in FILTERS.items():
+        runs = {
+            "before": lambda query, where=where: (
+                before_nearest(store, table, query, where).column("name").to_pylist()
+            ),
+            "now": lambda query, where=where: now(query, where),
+        }
+        figures = alternate(runs, queries, truths[name], warm=len(queries))
+        ratio = np.percentile(figures["before"][0], 50) / np.percentile(figures["now"][0], 50)
+        print(f"{name:9} {cells(figures)} | before / now {ratio:.2f}", flush=True)
+    print(f"load after: {os.getloadavg()[0]:.1f}", flush=True)
+
+
 def compare_query_apis(table, queries, truth, probes) -> None:  # type: ignore[no-untyped-def]
     """Unfiltered top-10 through LanceDB's query builder against pylance's `to_table(nearest=)`
     on the same dataset and index, alternating query by query: what LanceDB's Python layer costs.
@@ -232,14 +298,30 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--distribution", choices=["clustered", "uniform"], default="clustered")
     parser.add_argument("--queries", type=int, default=100)
-    parser.add_argument("--kinds", nargs="+", default=["IVF_SQ", "IVF_PQ", "IVF_RQ", "IVF_HNSW_SQ"])
+    parser.add_argument(
+        "--kinds",
+        nargs="+",
+        default=["IVF_SQ", "IVF_PQ", "IVF_RQ", "IVF_HNSW_SQ"],
+        choices=["IVF_FLAT", "IVF_SQ", "IVF_PQ", "IVF_RQ", "IVF_HNSW_SQ", "IVF_HNSW_PQ"],
+    )
     parser.add_argument("--probes", type=int, nargs="+", default=[4, 8, 16, 32])
     parser.add_argument("--refines", type=int, nargs="+", default=[0, 5])
+    parser.add_argument(
+        "--partition-rows",
+        type=int,
+        default=IndexPolicy().partition_rows,
+        help="rows per IVF partition",
+    )
     parser.add_argument("--dir", default=os.path.join(tempfile.gettempdir(), "crossmodal-bench"))
     parser.add_argument(
         "--filter-strategies",
         action="store_true",
         help="only compare the old and new filtered search on the table's present indexes",
+    )
+    parser.add_argument(
+        "--store-paths",
+        action="store_true",
+        help="only compare the store's search before and after it moved to Lance's scanner",
     )
     parser.add_argument(
         "--query-apis",
@@ -261,7 +343,11 @@ def main() -> None:
     model = store.info("images").model
     table = store.images(model)._table
     for nprobes in {16, *args.probes}:
-        STORE_TABLES[nprobes] = Store.open(path, policy=IndexPolicy(nprobes=nprobes)).images(model)
+        for refine in {5, *args.refines}:
+            store_table(path, nprobes, refine)
+    if args.store_paths:
+        compare_store_paths(table, queries, truths)
+        return
     if args.query_apis:
         compare_query_apis(table, queries, truths["none"], args.probes)
         return
@@ -272,7 +358,7 @@ def main() -> None:
         return
     print("kind          build s  probes refine  filter   p50 ms   p95 ms  recall@10", flush=True)
     for kind in args.kinds:
-        seconds = build_index(table, kind, args.rows)
+        seconds = build_index(table, kind, args.rows, args.partition_rows)
         started = time.perf_counter()
         upkeep.build_scalar_indexes(table)
         scalar = time.perf_counter() - started

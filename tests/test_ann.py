@@ -183,11 +183,13 @@ def test_a_filter_is_counted_only_with_an_index_and_again_after_a_write(table, t
     from crossmodal.store.records import FilterReach
 
     odd = "(folder = '/p/odd')"
-    assert table._reach(table._table, odd) == FilterReach(None, None)  # exact: not counted
+    assert table._reach(table._dataset().version, odd) == FilterReach(
+        None, None
+    )  # exact: not counted
     table.maintain_index()
-    assert table._reach(table._table, odd) == FilterReach(300, 6)
+    assert table._reach(table._dataset().version, odd) == FilterReach(300, 6)
     table.upsert(rows(601, 1), vectors(601, 1))  # one more odd photo: a new table version
-    assert table._reach(table._table, odd) == FilterReach(301, 6)
+    assert table._reach(table._dataset().version, odd) == FilterReach(301, 6)
 
 
 def test_a_bad_filter_on_an_indexed_table_is_one_clear_error(table):

@@ -7,6 +7,7 @@ import pytest
 from crossmodal.errors import ModelMismatchError, StoreError, TableNotFoundError
 from crossmodal.model.specs import ModelIdentity
 from crossmodal.store import Store
+from crossmodal.store.filters import Filters
 from crossmodal.store.where import sql_string
 
 IDENTITY = ModelIdentity("tiny-a", "tiny-a", 4, "p")
@@ -87,6 +88,8 @@ def test_damaged_table_files_give_a_store_error_with_the_fix(tmp_path: Path):
         damaged.nearest(np.eye(4, dtype=np.float32)[0], 1)
     assert "could not be read or written" in str(info.value)
     assert "--rebuild" in str(info.value)
+    with pytest.raises(StoreError, match="could not be read or written"):  # not the filter's
+        damaged.nearest(np.eye(4, dtype=np.float32)[0], 1, Filters(folder="/p"))
     with pytest.raises(StoreError, match="--rebuild"):
         damaged.rows()
 

@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import pyarrow as pa
+
 from crossmodal.errors import CrossmodalError, DiskFullError, StoreError, is_disk_full
 
 RETRYABLE = "Retryable commit conflict"  # Lance's words when another writer committed first
@@ -43,7 +45,7 @@ def reports_damage(cls: C) -> C:
                     return method(self, *args, **kwargs)
                 except CrossmodalError:
                     raise
-                except (RuntimeError, OSError) as exc:
+                except (RuntimeError, OSError, pa.ArrowException) as exc:
                     if RETRYABLE in str(exc) and attempt < COMMIT_RETRIES:
                         time.sleep(random.uniform(0.05, 0.2) * 2**attempt)
                         continue
@@ -77,12 +79,18 @@ def guarded_filter(call: Callable[[], T], where: str | None) -> T:
         raise refused from exc
 
 
+def _lost_files(exc: Exception) -> bool:
+    """Lance could not find one of the table's own files: damage, whatever the query asked."""
+    return isinstance(exc, OSError) or "Not found: " in str(exc)
+
+
 def filter_error(where: str | None, exc: Exception) -> StoreError | None:
-    """A StoreError naming the filter, when there is one and LanceDB refused it (a ValueError or
+    """A StoreError naming the filter, when there is one and Lance refused it (a ValueError or
     RuntimeError, or a panic of its SQL parser on odd text such as `:0`, which reaches Python as
-    a bare `pyo3_async_runtimes.RustPanic`); None when the failure is not the filter's."""
+    a bare `pyo3_async_runtimes.RustPanic` through LanceDB and as "Task was aborted" through
+    Lance); None when the failure is not the filter's (a data file gone is damage)."""
     refused = isinstance(exc, (ValueError, RuntimeError)) or type(exc).__name__ == "RustPanic"
-    if not where or not refused:
+    if not where or not refused or _lost_files(exc):
         return None
     reason = lance_reason(exc)
     return StoreError(

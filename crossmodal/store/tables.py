@@ -5,7 +5,7 @@ Each table wraps one LanceDB table; `crossmodal.store.database` opens and create
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import fields
 from datetime import datetime
 from typing import Any
@@ -31,6 +31,8 @@ from crossmodal.store.upkeep import FTS_COLUMNS
 from crossmodal.store.where import label_set_is, path_in, sql_string, where_clause
 
 _DELETE_CHUNK = 500
+# runs one vector query: (where, probes or None for exact, expand) -> the rows found
+_Run = Callable[[str | None, int | None, bool], pa.Table]
 
 
 @reports_damage
@@ -49,6 +51,7 @@ class _Table:
         # (table version, filter) -> its reach: counting the rows a filter keeps costs 1-9 ms
         # at 1M rows, and a person often searches within one folder, page after page
         self._reaches: dict[tuple[int, str], FilterReach] = {}
+        self._lance_dataset: Any = None  # see `_dataset`
 
     @property
     def _table(self) -> Any:
@@ -58,6 +61,22 @@ class _Table:
         search at 1M rows); one checkout per use costs ~0.3 ms."""
         self._lance.checkout_latest()
         return self._lance
+
+    def _dataset(self) -> Any:
+        """The Lance dataset under the table, at its latest commit: what nearest-neighbour
+        queries run on. LanceDB's query builder answers through its background event loop,
+        ~0.3 ms a round trip and several a query (2-5 ms a search at 1M rows,
+        benchmarks/ann_pareto.py --query-apis); Lance's own scanner runs the same plan on the
+        same files and indexes directly. Checking for a newer commit costs ~0.03 ms here, and
+        moving to it keeps the index partitions already cached."""
+        dataset = self._lance_dataset
+        if dataset is None:
+            dataset = self._lance.to_lance()
+        latest = dataset.latest_version
+        if dataset.version != latest:
+            dataset = dataset.checkout_version(latest)
+        self._lance_dataset = dataset  # one assignment: searching threads each keep theirs
+        return dataset
 
     @property
     def dim(self) -> int:
@@ -76,42 +95,57 @@ class _Table:
         offset: int = 0,
     ) -> pa.Table:
         policy = self.policy
-        where = where_clause(filters)
-        table = self._table
-        query = (
-            table.search(np.asarray(vector, np.float32))
-            .distance_type("cosine")
-            # ignored by an exact scan; with an index, re-scores candidates on full vectors
-            .nprobes(policy.nprobes)
-            .refine_factor(policy.refine_factor)
-            .select([*columns, "_distance"])
-            .limit(k + offset)
-        )
-        return self._answer(table, query, where, k + offset).slice(offset)
+        dataset = self._dataset()
+        query = np.asarray(vector, np.float32)
 
-    def _answer(self, table: Any, query: Any, where: str | None, wanted: int) -> pa.Table:
-        """Run a vector (or hybrid) `query` for the best `wanted` rows, filtered by `where` as
-        `upkeep.filtered_probes` plans it."""
+        def run(where: str | None, probes: int | None, expand: bool) -> pa.Table:
+            # refine_factor is ignored by an exact scan; with an index it re-scores the
+            # candidates on their full vectors
+            nearest: dict[str, Any] = {"column": "vector", "q": query, "k": k + offset}
+            nearest["metric"] = "cosine"
+            if policy.refine_factor:
+                nearest["refine_factor"] = policy.refine_factor
+            if probes is None:
+                nearest["use_index"] = False
+            elif expand:  # from `probes` on, as many partitions as it takes to find k
+                nearest |= {"minimum_nprobes": probes, "search_effort": 0.0}
+            else:
+                nearest["nprobes"] = probes
+            return guarded_filter(
+                lambda: dataset.to_table(
+                    nearest=nearest,
+                    columns=[*columns, "_distance"],
+                    filter=where,
+                    prefilter=True,
+                ),
+                where,
+            )
+
+        return self._answer(run, where_clause(filters), k + offset, dataset.version).slice(offset)
+
+    def _answer(self, run: _Run, where: str | None, wanted: int, version: int) -> pa.Table:
+        """Run a vector (or hybrid) query for the best `wanted` rows, filtered by `where` as
+        `upkeep.filtered_probes` plans it. `run(where, probes, expand)` runs it: with `probes`
+        partitions (None: exactly, over every row kept), or from `probes` on as many as it
+        takes to find `wanted` rows when `expand`."""
         if not where:
-            return _run(query, where)
-        reach = self._reach(table, where)
+            return run(None, self.policy.nprobes, False)
+        reach = self._reach(version, where)
         probes = upkeep.filtered_probes(reach, wanted, self.policy)
-        query = query.where(where, prefilter=True)
-        # None: exact, over the rows the filter keeps
-        query = query.bypass_vector_index() if probes is None else query.nprobes(probes)
-        found = _run(query, where)
+        found = run(where, probes, False)
         short = len(found) < min(wanted, reach.kept or 0)
         if probes is not None and probes < (reach.partitions or 0) and short:
-            # the probed partitions held too few of the rows kept: probe them all. Only then:
-            # asked from the start, LanceDB probes every partition for any filter (27 against
+            # the probed partitions held too few of the rows kept: probe more. Only then:
+            # asked from the start, Lance probes every partition for any filter (27 against
             # 8 ms at 1M rows, benchmarks/ann_pareto.py)
-            found = _run(query.maximum_nprobes(0), where)
+            found = run(where, probes, True)
         return found
 
-    def _reach(self, table: Any, where: str) -> FilterReach:
-        key = (int(table.version), where)
+    def _reach(self, version: int, where: str) -> FilterReach:
+        key = (version, where)
         reach = self._reaches.get(key)  # one lookup: another thread may clear meanwhile
         if reach is None:
+            table = self._table
             reach = guarded_filter(lambda: upkeep.filter_reach(table, where, self.policy), where)
             if len(self._reaches) >= 64:
                 self._reaches.clear()
@@ -237,14 +271,19 @@ class ImageTable(_Table):
             .vector(vector)
             .text(text)
             .distance_type("cosine")
-            .nprobes(self.policy.nprobes)
             .refine_factor(self.policy.refine_factor)
             .select([f.name for f in fields(ImageRow)] + ["vector"])
             .limit(k + offset)
             .rerank(RRFReranker())
         )
-        # the vector half runs as a filtered `nearest` does
-        data = self._answer(table, query, where, k + offset).slice(offset)
+
+        def run(where: str | None, probes: int | None, expand: bool) -> pa.Table:
+            # the vector half runs as a filtered `nearest` does
+            hybrid = query.where(where, prefilter=True) if where else query
+            hybrid = hybrid.bypass_vector_index() if probes is None else hybrid.nprobes(probes)
+            return _run(hybrid.maximum_nprobes(0) if expand else hybrid, where)
+
+        data = self._answer(run, where, k + offset, int(table.version)).slice(offset)
         matrix = numpy_vectors(data.column("vector"), self.dim)
         similarities = (matrix @ vector) / np.maximum(
             np.linalg.norm(matrix, axis=1) * np.linalg.norm(vector), 1e-12
