@@ -13,13 +13,17 @@ search computed in numpy:
 - one folder (0.1 %), the condition `crossmodal search --folder /bench/f0100` sends;
 - a filter keeping 50 % (a range on `path`, standing in for a date range: the synthetic rows
   share one date).
-Filters go through the scalar indexes the store builds (`upkeep.build_scalar_indexes`, timed
-apart from the vector index) and run through the store's own `ImageTable._answer`: exact
-over the rows kept when they are few, else with more partitions probed the fewer rows are kept,
-and every partition when the first answer holds fewer than 10 rows. The probe count in a line
-is the unfiltered one the filtered count is derived from. Then queries/s from 4 client threads
-at the default settings. One line per point; pick the Pareto front from them. Machine load is printed with each kind. `--filter-strategies` instead
-times the store's filtered search before and after it was reworked, side by side.
+Every query, filtered or not, runs through the store's own search (`ImageTable._nearest`, on
+Lance's scanner, fetching only the names). Filters go through the scalar indexes the store
+builds (`upkeep.build_scalar_indexes`, timed apart from the vector index): exact over the rows
+kept when they are few, else with more partitions probed the fewer rows are kept, and more
+again when the first answer holds fewer than 10 rows. The probe count in a line is the
+unfiltered one the filtered count is derived from. Then queries/s from 4 client threads at the
+default settings. One line per point; pick the Pareto front from them. Machine load is printed
+with each kind. `--partition-rows` sets the partitions' size (default the store's 4,096).
+`--filter-strategies` instead times the store's filtered search before and after it was
+reworked, `--store-paths` the search with the rows' columns on LanceDB's query builder (the
+store until 2026-12-04) and on Lance's scanner, and `--query-apis` the two APIs bare.
 """
 
 from __future__ import annotations
