@@ -71,6 +71,20 @@ def test_only_the_store_package_imports_lancedb():
     assert importers == {"store/importing.py", "store/upkeep.py", "store/tables.py"}
 
 
+def test_only_the_store_and_the_ray_engine_use_lance_itself():
+    """Searches run on Lance's scanner, reached through LanceDB's table in the store; the Ray
+    engine writes Lance fragments. Nothing else touches Lance."""
+    package = Path(__file__).resolve().parent.parent / "crossmodal"
+    users = {
+        str(path.relative_to(package))
+        for path in package.rglob("*.py")
+        if re.search(
+            r"^\s*(import|from) lance\b|to_lance\(|\.to_table\(nearest", path.read_text(), re.M
+        )
+    }
+    assert users == {"store/tables.py", "indexing/on_ray.py"}
+
+
 def test_damaged_table_files_give_a_store_error_with_the_fix(tmp_path: Path):
     store = Store.open(tmp_path / "db", create=True)
     table = store.images(IDENTITY, create=True)
