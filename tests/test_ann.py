@@ -249,3 +249,29 @@ def test_stored_files_of_a_prefix_leave_out_a_sibling_folder(table):
     stored = table.stored_files("/p/even/")
     assert len(stored) == 301 and all(p.startswith("/p/even/") for p in stored)
     assert "/p/even-old/x.jpg" in table.stored_files()
+
+
+def test_a_searcher_open_across_a_rebuild_in_another_process_finds_the_new_rows(table, tmp_path):
+    """The table dropped and made again (`index --rebuild`) up to the very version number the
+    searcher's cached dataset knows: its files are gone, and the next search opens it anew."""
+    query = vectors(10_000, 1)[0]
+    assert len(table.nearest(query, 1000)) == 600
+    version = table._dataset().version
+    other = Store.open(tmp_path / "db", policy=POLICY)
+    other.drop("images")
+    rebuilt = other.images(IDENTITY, create=True)
+    for start in range(5000, 5000 + 10 * 40, 10):
+        if rebuilt._dataset().version >= version:
+            break
+        rebuilt.append(rows(start, 10), vectors(start, 10))
+    assert rebuilt._dataset().version == version
+    found = table.nearest(query, 1000)
+    assert len(found) == rebuilt.count() and all(int(r.name[4:9]) >= 5000 for r, _ in found)
+
+
+def test_data_the_caller_got_wrong_is_not_reported_as_damaged_files(table):
+    from crossmodal.errors import StoreError
+
+    with pytest.raises(Exception) as info:
+        table.append(rows(700, 3), vectors(700, 2))  # three rows, two vectors
+    assert not isinstance(info.value, StoreError), info.value

@@ -28,7 +28,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FORMAT = 3  # 3: ViTs rewritten (vit_rewrites); 2: uint8 pixels in; 1: normalised float32 in
+# 4: uint8 weights on CPUs without VNNI (a model refused there for saturating is tried again);
+# 3: ViTs rewritten (vit_rewrites); 2: uint8 pixels in; 1: normalised float32 in
+FORMAT = 4
 GRAPH_FILE, WEIGHTS_FILE = "image.onnx", "image.weights"
 
 

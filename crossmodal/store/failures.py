@@ -46,6 +46,8 @@ def reports_damage(cls: C) -> C:
                 except CrossmodalError:
                     raise
                 except (RuntimeError, OSError, pa.ArrowException) as exc:
+                    if isinstance(exc, pa.ArrowException) and not damaged(exc):
+                        raise  # Arrow refused the caller's data (lengths, types): not the files
                     if RETRYABLE in str(exc) and attempt < COMMIT_RETRIES:
                         time.sleep(random.uniform(0.05, 0.2) * 2**attempt)
                         continue
@@ -79,9 +81,11 @@ def guarded_filter(call: Callable[[], T], where: str | None) -> T:
         raise refused from exc
 
 
-def _lost_files(exc: Exception) -> bool:
-    """Lance could not find one of the table's own files: damage, whatever the query asked."""
-    return isinstance(exc, OSError) or "Not found: " in str(exc)
+def damaged(exc: BaseException) -> bool:
+    """Lance could not find or read one of the table's own files (deleted, truncated, garbled):
+    damage, whatever the query asked."""
+    text = str(exc)
+    return isinstance(exc, OSError) or "Not found: " in text or "LanceError(IO)" in text
 
 
 def filter_error(where: str | None, exc: Exception) -> StoreError | None:
@@ -90,7 +94,7 @@ def filter_error(where: str | None, exc: Exception) -> StoreError | None:
     a bare `pyo3_async_runtimes.RustPanic` through LanceDB and as "Task was aborted" through
     Lance); None when the failure is not the filter's (a data file gone is damage)."""
     refused = isinstance(exc, (ValueError, RuntimeError)) or type(exc).__name__ == "RustPanic"
-    if not where or not refused or _lost_files(exc):
+    if not where or not refused or damaged(exc):
         return None
     reason = lance_reason(exc)
     return StoreError(

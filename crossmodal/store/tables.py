@@ -13,9 +13,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+import crossmodal.store.scanner as scanner
 import crossmodal.store.upkeep as upkeep
 from crossmodal.model.specs import ModelIdentity
-from crossmodal.store.failures import filter_error, guarded_filter, reports_damage
+from crossmodal.store.failures import damaged, filter_error, guarded_filter, reports_damage
 from crossmodal.store.filters import Filters
 from crossmodal.store.records import (
     LABEL_FIELDS,
@@ -63,17 +64,13 @@ class _Table:
         return self._lance
 
     def _dataset(self) -> Any:
-        """The Lance dataset under the table, at its latest commit: what nearest-neighbour
-        queries run on. LanceDB's query builder answers through its background event loop,
-        ~0.3 ms a round trip and several a query (2-5 ms a search at 1M rows,
-        benchmarks/ann_pareto.py --query-apis); Lance's own scanner runs the same plan on the
-        same files and indexes directly. Checking for a newer commit costs ~0.03 ms here, and
-        moving to it keeps the index partitions already cached."""
+        """The Lance dataset under the table at its latest commit, which vector searches run on
+        (`crossmodal.store.scanner`). Asking for the latest commit costs ~0.03 ms; moving to
+        it keeps the index partitions already cached."""
         dataset = self._lance_dataset
-        if dataset is None:
-            dataset = self._lance.to_lance()
-        latest = dataset.latest_version
-        if dataset.version != latest:
+        if dataset is None:  # at the latest commit: older versions' files may be cleaned up
+            dataset = self._table.to_lance()
+        if dataset.version != (latest := dataset.latest_version):
             dataset = dataset.checkout_version(latest)
         self._lance_dataset = dataset  # one assignment: searching threads each keep theirs
         return dataset
@@ -94,29 +91,26 @@ class _Table:
         columns: list[str],
         offset: int = 0,
     ) -> pa.Table:
-        policy = self.policy
+        try:
+            return self._search(vector, k, filters, columns, offset)
+        except Exception as exc:
+            if not damaged(exc):
+                raise
+            # the table may have been dropped and made again (`index --rebuild` in another
+            # process) up to the version this dataset knows: open it anew, once
+            self._lance_dataset = None
+            return self._search(vector, k, filters, columns, offset)
+
+    def _search(
+        self, vector: np.ndarray, k: int, filters: Filters | None, columns: list[str], offset: int
+    ) -> pa.Table:
         dataset = self._dataset()
         query = np.asarray(vector, np.float32)
 
         def run(where: str | None, probes: int | None, expand: bool) -> pa.Table:
-            # refine_factor is ignored by an exact scan; with an index it re-scores the
-            # candidates on their full vectors
-            nearest: dict[str, Any] = {"column": "vector", "q": query, "k": k + offset}
-            nearest["metric"] = "cosine"
-            if policy.refine_factor:
-                nearest["refine_factor"] = policy.refine_factor
-            if probes is None:
-                nearest["use_index"] = False
-            elif expand:  # from `probes` on, as many partitions as it takes to find k
-                nearest |= {"minimum_nprobes": probes, "search_effort": 0.0}
-            else:
-                nearest["nprobes"] = probes
             return guarded_filter(
-                lambda: dataset.to_table(
-                    nearest=nearest,
-                    columns=[*columns, "_distance"],
-                    filter=where,
-                    prefilter=True,
+                lambda: scanner.nearest(
+                    dataset, query, k + offset, columns, self.policy, where, probes, expand
                 ),
                 where,
             )
