@@ -203,6 +203,21 @@ def cells(figures: Timings) -> str:
     )
 
 
+def before_and_now(title: str, before, now, queries, truths, warm: int) -> None:  # type: ignore[no-untyped-def]
+    """`before(query, where)` against `now(query, where)` (each returning names) for every
+    filter, alternating query by query (`alternate`), with the ratio of their medians."""
+    print(f"{title}, 16 probes, refine 5, load {os.getloadavg()[0]:.1f}", flush=True)
+    for name, (where, _) in FILTERS.items():
+        runs = {
+            "before": lambda query, where=where: before(query, where),
+            "now": lambda query, where=where: now(query, where),
+        }
+        figures = alternate(runs, queries, truths[name], warm=warm)
+        ratio = np.percentile(figures["before"][0], 50) / np.percentile(figures["now"][0], 50)
+        print(f"{name:9} {cells(figures)} | before / now {ratio:.2f}", flush=True)
+    print(f"load after: {os.getloadavg()[0]:.1f}", flush=True)
+
+
 def compare_filter_strategies(table, queries, truths) -> None:  # type: ignore[no-untyped-def]
     """The store's filtered search before 2026-12-01 evening (probe every partition for any
     filter) against now (`search`), alternating query by query, at the default settings."""
@@ -213,16 +228,10 @@ def compare_filter_strategies(table, queries, truths) -> None:  # type: ignore[n
             q = q.where(where, prefilter=True).maximum_nprobes(0)
         return q.select(["name"]).limit(10).to_arrow().column("name").to_pylist()
 
-    print(f"filter strategies, 16 probes, refine 5, load {os.getloadavg()[0]:.1f}", flush=True)
-    for name, (where, _) in FILTERS.items():
-        runs = {
-            "before": lambda query, where=where: before(query, where),
-            "now": lambda query, where=where: search(table, query, where, 16, 5),
-        }
-        figures = alternate(runs, queries, truths[name], warm=3)
-        ratio = np.percentile(figures["before"][0], 50) / np.percentile(figures["now"][0], 50)
-        print(f"{name:9} {cells(figures)} | before / now {ratio:.2f}", flush=True)
-    print(f"load after: {os.getloadavg()[0]:.1f}", flush=True)
+    def now(query, where):  # type: ignore[no-untyped-def]
+        return search(table, query, where, 16, 5)
+
+    before_and_now("filter strategies", before, now, queries, truths, warm=3)
 
 
 def before_nearest(store: ImageTable, table, query, where):  # type: ignore[no-untyped-def]
@@ -250,22 +259,14 @@ def compare_store_paths(table, queries, truths) -> None:  # type: ignore[no-unty
     query, at the default settings, for every filter."""
     store = STORE_TABLES[16, 5]
 
+    def before(query, where):  # type: ignore[no-untyped-def]
+        return before_nearest(store, table, query, where).column("name").to_pylist()
+
     def now(query, where):  # type: ignore[no-untyped-def]
         hits = store.nearest(query, 10, Filters(sql=where) if where else None)
         return [row.name for row, _ in hits]
 
-    print(f"store search paths, 16 probes, refine 5, load {os.getloadavg()[0]:.1f}", flush=True)
-    for name, (where, _) in FILTERS.items():
-        runs = {
-            "before": lambda query, where=where: (
-                before_nearest(store, table, query, where).column("name").to_pylist()
-            ),
-            "now": lambda query, where=where: now(query, where),
-        }
-        figures = alternate(runs, queries, truths[name], warm=len(queries))
-        ratio = np.percentile(figures["before"][0], 50) / np.percentile(figures["now"][0], 50)
-        print(f"{name:9} {cells(figures)} | before / now {ratio:.2f}", flush=True)
-    print(f"load after: {os.getloadavg()[0]:.1f}", flush=True)
+    before_and_now("store search paths", before, now, queries, truths, warm=len(queries))
 
 
 def compare_query_apis(table, queries, truth, probes) -> None:  # type: ignore[no-untyped-def]
