@@ -156,6 +156,19 @@ def test_default_worker_count_is_one_thread_per_core():
     assert worker_count(PipelineConfig(workers=0)) == 0
 
 
+def test_threads_that_only_read_for_the_encoders_decoder_are_fewer(monkeypatch):
+    import crossmodal.indexing.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "usable_cores", lambda: 16)  # a GPU machine's cores
+    assert worker_count(PipelineConfig()) == 16
+    assert worker_count(PipelineConfig(jpegs_to_encoder=True)) == 4
+    assert worker_count(PipelineConfig(workers=16, jpegs_to_encoder=True)) == 16
+    # when they may decode JPEGs too, all cores; at most 4 of them read headers at once
+    assert worker_count(PipelineConfig(jpegs_to_encoder=True, spill_after=64)) == 16
+    monkeypatch.setattr(pipeline, "usable_cores", lambda: 2)
+    assert worker_count(PipelineConfig(jpegs_to_encoder=True)) == 2
+
+
 @pytest.mark.parametrize(
     ("size", "recipe"),
     [
@@ -262,3 +275,29 @@ def test_auto_precision_follows_the_hardware(monkeypatch):
     monkeypatch.setattr(encoder_module, "cpu_has_native_bf16", lambda: False)
     assert resolve_precision("cpu", "auto") == "fp32"
     assert resolve_precision("cpu", "bf16") == "bf16"  # an explicit choice is kept
+
+
+def test_threads_decode_jpegs_themselves_while_the_encoder_has_a_backlog(tmp_path):
+    paths = []
+    for i in range(32):
+        path = tmp_path / f"{i:02}.jpg"
+        Image.new("RGB", (64, 48), (8 * i, 0, 0)).save(path, quality=95)
+        paths.append(str(path))
+    recipe = PixelRecipe((16, 16))
+    jobs = [Job(p) for p in paths]
+
+    def kinds(spill_after: int) -> list[str]:
+        config = PipelineConfig(2, 32, jpegs_to_encoder=True, spill_after=spill_after)
+        stream = prepare_stream(jobs, recipe, (), config)
+        first = next(stream)
+        time.sleep(0.5)  # a slow encoder: the threads finish every job meanwhile
+        results = [first, *stream]
+        assert [r.path for r in results] == paths
+        assert all(r.error is None for r in results)
+        return ["jpeg" if r.jpeg is not None else "pixels" for r in results]
+
+    assert kinds(0) == ["jpeg"] * 32  # no limit: everything waits for the encoder
+    spilled = kinds(4)
+    # after 4 waiting (a few more where both threads checked at once), Pillow decodes the rest
+    assert 4 <= spilled.count("jpeg") <= 8
+    assert spilled.count("pixels") == 32 - spilled.count("jpeg")

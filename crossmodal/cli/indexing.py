@@ -27,6 +27,7 @@ from crossmodal.cli.options import (
     storage_option,
 )
 from crossmodal.indexing import IndexConfig, IndexProgress, IndexReport, index_folder
+from crossmodal.indexing.pipeline import DECODERS
 from crossmodal.media.remote import parse_storage_options
 from crossmodal.model.specs import SHIPPED_MODEL
 from crossmodal.store import IMAGES, TEXT_PREFIX, Store
@@ -44,6 +45,14 @@ from crossmodal.store import IMAGES, TEXT_PREFIX, Store
     type=click.IntRange(min=0),
     default=None,
     help="Decoding threads (default: one per CPU core; 0: decode in the encoding thread).",
+)
+@click.option(
+    "--decoder",
+    type=click.Choice(DECODERS),
+    default="auto",
+    show_default=True,
+    help="Who decodes JPEGs: threads (Pillow, at reduced size), encoder (its device: nvJPEG on "
+    "a GPU), auto (encoder on a GPU, else threads).",
 )
 @click.option(
     "--wait",
@@ -97,6 +106,7 @@ def index(
     rebuild: bool,
     include_hidden: bool,
     workers: int | None,
+    decoder: str,
     wait: float,
     engine: str,
     address: str | None,
@@ -112,6 +122,10 @@ def index(
     """
     if engine == "local" and (address or actors != 1 or gpus_per_actor or cpus_per_actor != 1):
         raise click.UsageError("--address, --actors and --*-per-actor need --engine ray")
+    if engine == "ray" and decoder != "auto":
+        raise click.UsageError(
+            "--decoder applies to --engine local; Ray's tasks decode with Pillow"
+        )
     options = parse_storage_options(storage_options)
     store = Store.open(db_dir, create=True, storage_options=options)
     spec = choose_model(store, model_spec)  # a rebuild keeps the model unless told
@@ -129,6 +143,8 @@ def index(
         )
         # the driver's copy names the model and its identity; the actors do the encoding
         encoder = load(spec, "cpu", "fp32", batch_size)
+    elif decoder == "encoder":  # only the torch model decodes JPEGs itself
+        encoder = load(spec, device, precision, batch_size)
     else:
         encoder = load_image_encoder(spec, device, precision, batch_size)
     config = IndexConfig(
@@ -137,6 +153,7 @@ def index(
         rebuild=rebuild,
         workers=workers,
         wait=wait,
+        decoder=decoder,
     )
     with Progress(
         TextColumn("[bold]indexing"),

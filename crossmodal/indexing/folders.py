@@ -21,16 +21,20 @@ from PIL import Image
 
 from crossmodal.errors import CrossmodalError
 from crossmodal.indexing.pipeline import (
+    DECODERS,
     Job,
+    JpegEncoder,
     PipelineConfig,
     PixelEncoder,
     Prepared,
+    decode_prepared,
+    jpegs_to_encoder,
     pixel_recipe,
     prepare,
     prepare_stream,
 )
 from crossmodal.media.files import Discovery, FailedFile, ImageFile, discover, printable_path
-from crossmodal.media.images import PixelRecipe
+from crossmodal.media.images import JpegBytes, PixelRecipe
 from crossmodal.media.remote import ObjectStorage, is_uri
 from crossmodal.model.specs import Encoder
 from crossmodal.store import ImageRow, ImageTable, Store
@@ -49,6 +53,9 @@ class IndexConfig:
     lookahead: int = 128  # files decoded ahead of the encoder: bounds memory (at least a batch)
     wait: float = 0.0  # seconds to queue behind another index run on the same database
     maintain: bool = True  # bring the ANN, scalar and keyword indexes up to date, and compact
+    # who decodes JPEGs: "threads" (Pillow), "encoder" (its device: nvJPEG on a GPU), or "auto"
+    # (the encoder's when it runs on a GPU, else threads)
+    decoder: str = "auto"
 
     def __post_init__(self) -> None:
         if isinstance(self.batch_size, bool) or not 1 <= self.batch_size <= 65_536:
@@ -59,6 +66,10 @@ class IndexConfig:
             raise CrossmodalError(f"lookahead must be at least 1, not {self.lookahead!r}")
         if not 0 <= self.wait <= 7 * 24 * 3600:
             raise CrossmodalError(f"wait must be from 0 s to a week, not {self.wait!r}")
+        if self.decoder not in DECODERS:
+            raise CrossmodalError(
+                f"decoder must be one of {', '.join(DECODERS)}, not {self.decoder!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -125,6 +136,11 @@ def _index_folder(
     # without a recipe the threads hold whole decoded images: keep just one batch in flight
     lookahead = max(config.lookahead, config.batch_size) if recipe else config.batch_size
     pipeline = PipelineConfig(config.workers, lookahead)
+    if jpegs_to_encoder(encoder, config.decoder):
+        # room for a batch waiting on the encoder and one more, which the threads decode
+        # themselves when the encoder's decoder falls behind
+        lookahead = max(lookahead, 2 * config.batch_size)
+        pipeline = PipelineConfig(config.workers, lookahead, True, config.batch_size)
     stream = prepare_stream(run.jobs(), recipe, run.vanished, pipeline, run.storage)
     with closing(stream):  # stops the decoding threads if encoding or writing fails
         done = 0
@@ -212,11 +228,13 @@ class Run:
         vectors: list[np.ndarray] = []
         to_encode: list[ImageRow] = []
         pixels: list[np.ndarray] = []
+        jpeg_rows: list[ImageRow] = []  # for the encoder to decode on its device
+        jpegs: list[JpegBytes] = []
         own = self.table.records_for([f.path for f in batch if f.path in self.plan.stored])
         for file, result in zip(batch, results, strict=True):
             assert file.open_path == result.path, "the pipeline yields results in job order"
             fresh = encoded is not None and file.path in encoded
-            if result.pixels is None and result.error is None and not fresh:
+            if result.pixels is None and result.jpeg is None and result.error is None and not fresh:
                 old = _reusable_record(file, result.content_hash, own, self.vanished, self.consumed)
                 if old is not None:
                     rows.append(_moved_row(old[0], file))
@@ -229,7 +247,9 @@ class Run:
                 else:
                     # a second copy of a moved photo: the vector went to the first, so decode it
                     result = prepare(Job(file.open_path), recipe, frozenset(), self.storage)
-            if result.error is not None or (result.pixels is None and not fresh):
+            if result.error is not None or (
+                result.pixels is None and not result.jpeg and not fresh
+            ):
                 reason = result.error or "no pixels"
                 log.warning("skipped %s: %s", file.path, reason)
                 self.failed.append(FailedFile(file.path, reason))
@@ -241,11 +261,23 @@ class Run:
                 rows.append(_row(file, result))
                 vectors.append(encoded[file.path])
                 self.encoded += 1
+            elif result.jpeg is not None:  # counted once the device has decoded it
+                jpeg_rows.append(_row(file, result))
+                jpegs.append(result.jpeg)
+                continue
             else:
                 to_encode.append(_row(file, result))
                 assert result.pixels is not None
                 pixels.append(result.pixels)
-            self._count_encoded(file, result.content_hash)
+            self._count_encoded(file.path, result.content_hash)
+        if jpegs:
+            done, done_vectors, fallen_back, fallen_pixels = self._encode_jpegs(
+                jpeg_rows, jpegs, recipe
+            )
+            rows.extend(done)
+            vectors.extend(done_vectors)
+            to_encode.extend(fallen_back)
+            pixels.extend(fallen_pixels)
         if pixels:
             rows.extend(to_encode)
             vectors.extend(self._encode(pixels, recipe))
@@ -253,8 +285,8 @@ class Run:
         matrix = np.asarray(vectors, np.float32).reshape(len(rows), self.encoder.dim)
         self.table.upsert(rows, matrix)
 
-    def _count_encoded(self, file: ImageFile, digest: str) -> None:
-        if file.path in self.plan.stored:
+    def _count_encoded(self, path: str, digest: str) -> None:
+        if path in self.plan.stored:
             self.counts["updated"] += 1
             return
         record = self.vanished.get(digest)
@@ -289,6 +321,36 @@ class Run:
             encoded=self.encoded,
             seconds=time.perf_counter() - self.started,
         )
+
+    def _encode_jpegs(
+        self, rows: list[ImageRow], jpegs: list[JpegBytes], recipe: PixelRecipe | None
+    ) -> tuple[list[ImageRow], np.ndarray, list[ImageRow], list[np.ndarray]]:
+        """Encode a batch's JPEGs with the encoder's own decoder: the rows it encoded and their
+        vectors, then the rows it refused that Pillow decoded, and their pixels. Those Pillow
+        cannot decode either are reported as failed."""
+        assert isinstance(self.encoder, JpegEncoder)
+        vectors, refused = self.encoder.encode_jpegs(jpegs)
+        skipped = set(refused)
+        encoded = [row for i, row in enumerate(rows) if i not in skipped]
+        for row in encoded:
+            self._count_encoded(row.path, row.content_hash)
+        self.encoded += len(encoded)
+        fallen_back: list[ImageRow] = []
+        pixels: list[np.ndarray] = []
+        for i in refused:
+            row = rows[i]
+            result = decode_prepared(row.path, jpegs[i].data, row.content_hash, recipe)
+            if result.error is not None or result.pixels is None:
+                reason = result.error or "no pixels"
+                log.warning("skipped %s: %s", row.path, reason)
+                self.failed.append(FailedFile(row.path, reason))
+                if row.path in self.plan.stored:
+                    self.failed_stored.append(row.path)
+                continue
+            fallen_back.append(row)
+            pixels.append(result.pixels)
+            self._count_encoded(row.path, row.content_hash)
+        return encoded, vectors, fallen_back, pixels
 
     def _encode(self, pixels: list[np.ndarray], recipe: PixelRecipe | None) -> np.ndarray:
         if recipe is not None and isinstance(self.encoder, PixelEncoder):

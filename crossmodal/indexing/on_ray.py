@@ -79,6 +79,11 @@ def index_folder_on_ray(
     """
     config = config or IndexConfig()
     ray_config = ray_config or RayConfig()
+    if config.decoder == "encoder":
+        raise CrossmodalError(
+            "the Ray engine's tasks decode with Pillow; leave IndexConfig.decoder at 'auto' or "
+            "'threads', or index with the local engine to decode JPEGs on the GPU"
+        )
     recipe = pixel_recipe(encoder)
     if recipe is None:
         raise CrossmodalError(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from datetime import datetime
@@ -112,6 +113,85 @@ def decode_bytes(
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageDecodeError(name, f"corrupt or truncated image: {exc}") from exc
     return DecodedImage(rgb, width, height, fmt, captured, digest or content_hash(data))
+
+
+@dataclass(frozen=True)
+class JpegBytes:
+    """A JPEG left undecoded for a decoder on the encoder's device (nvJPEG on a GPU), with what
+    its header says; Pillow never decodes its pixels."""
+
+    data: bytes  # the first image's bytes: without what follows its end (an MPO's second view,
+    # a phone's motion-photo video)
+    orientation: int  # EXIF orientation, 1-8, applied after decoding
+    width: int  # full-resolution, upright
+    height: int
+    captured_at: datetime | None
+    format: str = "JPEG"  # Pillow's name for the file: JPEG or MPO
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+
+def probe_jpeg(data: bytes) -> JpegBytes | None:
+    """`data` as a `JpegBytes` when it is a whole JPEG (or MPO) in colour or grey, from its
+    header alone; None for anything else (other formats, CMYK, a file cut short, a header
+    Pillow refuses), which `decode_bytes` then decodes, or reports, as always."""
+    if not data.startswith(b"\xff\xd8\xff"):
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            if image.format not in ("JPEG", "MPO") or image.mode not in ("RGB", "L"):
+                return None
+            width, height = image.size
+            orientation = image.getexif().get(EXIF_ORIENTATION)
+    except Exception:  # whatever is wrong with it, decode_bytes says so in a person's words
+        return None
+    ends_whole = image.format == "JPEG" and data.rstrip(b"\0").endswith(b"\xff\xd9")
+    end = len(data) if ends_whole else first_image_end(data)
+    if end is None:
+        # cut short: Pillow, not a GPU decoder that may fill the missing rows with grey,
+        # decides whether it is usable
+        return None
+    turn = orientation if isinstance(orientation, int) and 1 <= orientation <= 8 else 1
+    if turn in (5, 6, 7, 8):
+        width, height = height, width
+    captured = _captured_at(image)
+    return JpegBytes(data[:end], turn, width, height, captured, image.format)
+
+
+# In a scan's entropy-coded data 0xFF is followed by 0x00 (a stuffed byte), a restart marker
+# (0xD0-0xD7) or more 0xFF; anything else is the next marker.
+_NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+
+
+def first_image_end(data: bytes) -> int | None:
+    """The offset just past the end-of-image marker of the first image in a JPEG file, found by
+    walking its segments (an embedded thumbnail's marker is inside one and skipped); None when
+    the file ends first."""
+    at = 2
+    while at + 2 <= len(data):
+        if data[at] != 0xFF:
+            return None
+        marker = data[at + 1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+        elif marker == 0xD9:
+            return at + 2
+        elif 0xD0 <= marker <= 0xD7:
+            at += 2
+        elif at + 4 > len(data):
+            return None
+        else:
+            at += 2 + int.from_bytes(data[at + 2 : at + 4], "big")
+            if marker == 0xDA:  # a scan: its entropy-coded data runs to the next marker
+                found = _NEXT_MARKER.search(data, at)
+                if found is None:
+                    return None
+                at = found.start()
+    return None
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from crossmodal.errors import ModelLoadError
-from crossmodal.media.images import RESIZE_MODES, PixelRecipe, to_pixels
+from crossmodal.media.images import RESIZE_MODES, JpegBytes, PixelRecipe, to_pixels
+from crossmodal.model.jpeg_decode import decode_to_pixels
 from crossmodal.model.specs import (
     ModelIdentity,
     ModelSpec,
@@ -193,8 +194,33 @@ class ClipEncoder:
         batch = torch.from_numpy(np.ascontiguousarray(pixels, np.uint8))
         if self.device.startswith("cuda"):
             batch = batch.pin_memory()  # lets the copy below run asynchronously
+        return self._encode_uint8(batch.to(self.device, non_blocking=True).permute(0, 3, 1, 2))
+
+    def encode_jpegs(self, jpegs: Sequence[JpegBytes]) -> tuple[np.ndarray, list[int]]:
+        """Decode JPEGs on this encoder's device (nvJPEG on CUDA) and encode them: the vectors
+        of those decoded, in order, and the indices of those the decoder refused, for the caller
+        to decode another way. Only the compressed bytes cross from the host to the device."""
+        if self.pixel_recipe is None:
+            raise ModelLoadError(
+                f"{self.identity.spec}: its preprocessing is not one crossmodal reproduces, so "
+                "its JPEGs cannot be decoded on the device; decode them with Pillow instead"
+            )
+        out = [np.empty((0, self.dim), np.float32)]
+        refused: list[int] = []
+        for start in range(0, len(jpegs), self.batch_size):
+            chunk = jpegs[start : start + self.batch_size]
+            pixels, missed = decode_to_pixels(chunk, self.pixel_recipe, self.device)
+            refused.extend(start + i for i in missed)
+            if len(pixels):
+                out.append(self._encode_uint8(pixels))
+        return np.concatenate(out), refused
+
+    def _encode_uint8(self, batch: torch.Tensor) -> np.ndarray:
+        """Encode model-sized uint8 pixels already on the device, shape (N, 3, H, W)."""
+        import torch
+
         with torch.inference_mode():
-            batch = batch.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
+            batch = batch.float()
             mean = torch.tensor(self._mean, device=batch.device).view(1, -1, 1, 1)
             std = torch.tensor(self._std, device=batch.device).view(1, -1, 1, 1)
             # the same operations, in the same order, as ToTensor + Normalize
