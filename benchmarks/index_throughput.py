@@ -8,6 +8,8 @@ preprocess resizes it, an fp32 model encodes batches. Both sides use the same mo
     python benchmarks/index_throughput.py memory --size 640x480 --counts 2000 20000
     python benchmarks/index_throughput.py agreement --count 300
     python benchmarks/index_throughput.py throughput --engine int8 --size 4000x3000 --count 96
+    python benchmarks/index_throughput.py throughput --device cuda --decoders threads encoder \
+        --ceiling --batch-size 256 --size 4000x3000 --count 512     # on a GPU: nvJPEG or not
 
 Without --model it builds ViT-B-32 with random weights (the compute of the real one; no download).
 torch is imported inside functions: worker processes re-import this file and must stay light.
@@ -65,25 +67,40 @@ def _write_photo(args: tuple[int, int, int, str]) -> None:
     photo(seed, width, height).save(path, quality=QUALITY)
 
 
-def photo_folder(width: int, height: int, count: int) -> Path:
-    """A folder of exactly `count` photos, hard links into a cached pool generated once."""
+def photo_folder(width: int, height: int, count: int, unique: int | None = None) -> Path:
+    """A folder of exactly `count` photos, hard links into a cached pool generated once.
+
+    `unique`: generate only that many pictures and make the rest copies of them, each with its
+    own comment segment, so that every file has other bytes (a hash of its own) and decodes
+    to the same pixels: thousands of 12 MP photos for a GPU in seconds instead of minutes.
+    """
+    drawn = min(count, unique or count)
     pool = CACHE / f"pool-{width}x{height}-q{QUALITY}"
     pool.mkdir(parents=True, exist_ok=True)
     missing = [
         (i, width, height, str(pool / f"{i:06}.jpg"))
-        for i in range(count)
+        for i in range(drawn)
         if not (pool / f"{i:06}.jpg").exists()
     ]
     if missing:
         print(f"generating {len(missing)} {width}x{height} photos in {pool} ...", flush=True)
         with ProcessPoolExecutor() as executor:
             list(executor.map(_write_photo, missing, chunksize=8))
-    folder = CACHE / f"run-{width}x{height}-n{count}"
+    sources = [pool / f"{i:06}.jpg" for i in range(drawn)]
+    for i in range(drawn, count):
+        copy = pool / f"{i:06}-copy-of-{i % drawn:06}.jpg"
+        sources.append(copy)
+        if not copy.exists():
+            data = (pool / f"{i % drawn:06}.jpg").read_bytes()
+            comment = f"copy {i}".encode()
+            segment = b"\xff\xfe" + (len(comment) + 2).to_bytes(2, "big") + comment
+            copy.write_bytes(data[:2] + segment + data[2:])  # after the start-of-image marker
+    folder = CACHE / (f"run-{width}x{height}-n{count}" + (f"-u{drawn}" if drawn < count else ""))
     folder.mkdir(exist_ok=True)
-    for i in range(count):
+    for i, source in enumerate(sources):
         link = folder / f"{i:06}.jpg"
         if not link.exists():
-            os.link(pool / f"{i:06}.jpg", link)
+            os.link(source, link)
     return folder
 
 
@@ -152,22 +169,30 @@ class Naive:
         return len(paths)
 
 
-def ours(encoder: Any, folder: Path, batch_size: int, workers: int | None) -> int:
+def ours(
+    encoder: Any, folder: Path, batch_size: int, workers: int | None, decoder: str = "auto"
+) -> int:
     """crossmodal's index_folder into a fresh LanceDB table: discovery to stored rows."""
     from crossmodal.indexing import IndexConfig, index_folder
     from crossmodal.store import Store
 
+    config = IndexConfig(batch_size, workers=workers, decoder=decoder)
     with tempfile.TemporaryDirectory() as db:
         store = Store.open(Path(db) / "db", create=True)
-        report = index_folder(folder, store, encoder, IndexConfig(batch_size, workers=workers))
+        report = index_folder(folder, store, encoder, config)
     if report.failed:
         raise SystemExit(f"{len(report.failed)} files failed: {report.failed[:3]}")
     return report.encoded
 
 
 def warm_up(naive: Naive, encoder: Any) -> None:
-    """The first forward pass builds kernels; keep it out of both timings."""
+    """The first forward pass builds kernels, and the first run imports LanceDB: keep both out
+    of the timings."""
     import torch
+
+    from crossmodal.store.importing import import_lancedb
+
+    import_lancedb()
 
     side = encoder.pixel_recipe.size[0]
     with torch.no_grad():
@@ -213,7 +238,7 @@ def throughput(args: argparse.Namespace) -> None:
     from crossmodal.model.encoder import EncoderConfig, load_encoder
 
     width, height = args.size
-    folder = photo_folder(width, height, args.count)
+    folder = photo_folder(width, height, args.count, args.unique)
     spec = model_spec(args.model)
     encoder = load_encoder(spec, EncoderConfig(args.device, args.precision, args.batch_size))
     naive = Naive(spec, encoder.device)
@@ -224,24 +249,43 @@ def throughput(args: argparse.Namespace) -> None:
     megapixels = width * height / 1e6
     print(f"images: {args.count} JPEGs {width}x{height} ({megapixels:.1f} MP, quality {QUALITY})")
     warm_up(naive, encoder)
-    rates: dict[str, list[float]] = {"naive": [], "crossmodal": []}
-    for repeat in range(args.repeats):  # alternate, so both see the same background load
-        for name in ("naive", "crossmodal"):
+    if args.ceiling:
+        print(f"model alone (uint8 pixels already in memory): {model_rate(encoder):.0f} img/s")
+    names = ["naive"] * (not args.no_naive) + [f"crossmodal/{d}" for d in args.decoders]
+    rates: dict[str, list[float]] = {name: [] for name in names}
+    for repeat in range(args.repeats):  # alternate, so all see the same background load
+        for name in names:
             started = time.perf_counter()
             if name == "naive":
                 done = naive.run(folder, args.batch_size)
             else:
-                done = ours(encoder, folder, args.batch_size, args.workers)
+                decoder = name.split("/")[1]
+                done = ours(encoder, folder, args.batch_size, args.workers, decoder)
             rate = done / (time.perf_counter() - started)
             rates[name].append(rate)
-            print(f"  run {repeat + 1} {name:>10}: {rate:7.2f} img/s", flush=True)
-    ratios = [o / n for o, n in zip(rates["crossmodal"], rates["naive"], strict=True)]
-    print(
-        f"naive {statistics.median(rates['naive']):.2f} img/s, "
-        f"crossmodal {statistics.median(rates['crossmodal']):.2f} img/s, "
-        f"ratio {statistics.median(ratios):.2f}x (median of {len(ratios)} side-by-side runs; "
-        f"each {', '.join(f'{r:.2f}x' for r in ratios)})"
+            print(f"  run {repeat + 1} {name:>20}: {rate:8.2f} img/s", flush=True)
+    for name in names[1:]:  # each against the first
+        ratios = [o / n for o, n in zip(rates[name], rates[names[0]], strict=True)]
+        print(
+            f"{names[0]} {statistics.median(rates[names[0]]):.2f} img/s, "
+            f"{name} {statistics.median(rates[name]):.2f} img/s, "
+            f"ratio {statistics.median(ratios):.2f}x (median of {len(ratios)} side-by-side "
+            f"runs; each {', '.join(f'{r:.2f}x' for r in ratios)})"
+        )
+
+
+def model_rate(encoder: Any, batches: int = 20) -> float:
+    """Images a second through the encoder alone, on pixels already decoded and sized: the
+    ceiling a pipeline feeding it could reach."""
+    side = encoder.pixel_recipe.size[0]
+    pixels = np.random.default_rng(0).integers(
+        0, 256, (encoder.batch_size, side, side, 3), np.uint8
     )
+    encoder.encode_pixels(pixels)
+    started = time.perf_counter()
+    for _ in range(batches):
+        encoder.encode_pixels(pixels)  # returns numpy: each batch is waited for
+    return batches * len(pixels) / (time.perf_counter() - started)
 
 
 # --- memory ----------------------------------------------------------------------------------------
@@ -326,7 +370,7 @@ def memory(args: argparse.Namespace) -> None:
 
 def agreement(args: argparse.Namespace) -> None:
     """How far bf16/fp16 and draft decoding move vectors and rankings from fp32 full decoding."""
-    from crossmodal.media.images import decode_image
+    from crossmodal.media.images import decode_image, probe_jpeg
     from crossmodal.model.encoder import EncoderConfig, load_encoder
 
     spec = model_spec(args.model)
@@ -337,7 +381,14 @@ def agreement(args: argparse.Namespace) -> None:
     min_side = reference.pixel_recipe.min_side
     queries = [f"a photo of {w}" for w in QUERY_WORDS]
 
-    def encode(encoder: Any, draft: bool) -> np.ndarray:
+    def encode(encoder: Any, draft: bool | None) -> np.ndarray:
+        """draft None: the JPEGs decoded by the encoder on its device (nvJPEG on a GPU)."""
+        if draft is None:
+            jpegs = [probe_jpeg(p.read_bytes()) for p in paths]
+            vectors, refused = encoder.encode_jpegs(jpegs)
+            if refused:
+                raise SystemExit(f"the device decoder refused {len(refused)} photos")
+            return vectors
         out = []
         for start in range(0, len(paths), args.batch_size):
             chunk = paths[start : start + args.batch_size]
@@ -354,6 +405,7 @@ def agreement(args: argparse.Namespace) -> None:
         (f"{fast.precision}, full decode", fast, False),
         ("fp32, draft decode", reference, True),
         (f"{fast.precision}, draft decode (what torch stores)", fast, True),
+        (f"{fast.precision}, decoded by the encoder (on a GPU: nvJPEG)", fast, None),
     ]
     if args.engine == "int8":
         int8 = int8_export(reference, folders[0], args.batch_size)
@@ -423,6 +475,16 @@ def main() -> None:
             sub.add_argument("--count", type=int, default=64)
         if name == "throughput":
             sub.add_argument("--repeats", type=int, default=2)
+            sub.add_argument(
+                "--decoders", nargs="+", choices=["auto", "threads", "encoder"], default=["auto"],
+                help="crossmodal runs, one per JPEG decoder (encoder: nvJPEG on a GPU)",
+            )  # fmt: skip
+            sub.add_argument("--ceiling", action="store_true", help="time the model alone too")
+            sub.add_argument("--no-naive", action="store_true", help="crossmodal's runs only")
+            sub.add_argument(
+                "--unique", type=int, default=None,
+                help="distinct pictures to draw; the rest are copies with bytes of their own",
+            )  # fmt: skip
         if name == "memory":
             sub.add_argument("--counts", type=int, nargs="+", default=[2000, 20000])
         if name == "agreement":
