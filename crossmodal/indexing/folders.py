@@ -250,11 +250,7 @@ class Run:
             if result.error is not None or (
                 result.pixels is None and not result.jpeg and not fresh
             ):
-                reason = result.error or "no pixels"
-                log.warning("skipped %s: %s", file.path, reason)
-                self.failed.append(FailedFile(file.path, reason))
-                if file.path in self.plan.stored:
-                    self.failed_stored.append(file.path)
+                self._skip(file.path, result.error or "no pixels")
                 continue
             if fresh:
                 assert encoded is not None
@@ -284,6 +280,13 @@ class Run:
             self.encoded += len(pixels)
         matrix = np.asarray(vectors, np.float32).reshape(len(rows), self.encoder.dim)
         self.table.upsert(rows, matrix)
+
+    def _skip(self, path: str, reason: str) -> None:
+        """Report a file that could not be encoded; its stored row, if any, is stale."""
+        log.warning("skipped %s: %s", path, reason)
+        self.failed.append(FailedFile(path, reason))
+        if path in self.plan.stored:
+            self.failed_stored.append(path)
 
     def _count_encoded(self, path: str, digest: str) -> None:
         if path in self.plan.stored:
@@ -341,11 +344,7 @@ class Run:
             row = rows[i]
             result = decode_prepared(row.path, jpegs[i].data, row.content_hash, recipe)
             if result.error is not None or result.pixels is None:
-                reason = result.error or "no pixels"
-                log.warning("skipped %s: %s", row.path, reason)
-                self.failed.append(FailedFile(row.path, reason))
-                if row.path in self.plan.stored:
-                    self.failed_stored.append(row.path)
+                self._skip(row.path, result.error or "no pixels")
                 continue
             fallen_back.append(row)
             pixels.append(result.pixels)
