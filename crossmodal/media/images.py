@@ -217,35 +217,56 @@ MAX_ASPECT = 8  # longer side / shorter side kept before resizing (panoramas are
 _FILTERS = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
 
 
-def to_pixels(image: Image.Image, recipe: PixelRecipe) -> np.ndarray:
-    """Resize and crop an RGB image to the model input: uint8, shape (height, width, 3)."""
-    height, width = recipe.size
-    resample = _FILTERS[recipe.interpolation]
-    w, h = image.size
+Box = tuple[int, int, int, int]  # left, top, right, bottom
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """How a picture of some size becomes the model input: what Pillow's `to_pixels` and the
+    GPU's `crossmodal.model.jpeg_decode.shape` both do, box by box."""
+
+    band: Box | None  # the middle kept before resizing, for pictures beyond MAX_ASPECT
+    size: tuple[int, int]  # (width, height) to resize to
+    crop: Box  # kept of the resized picture
+
+
+def geometry(width: int, height: int, recipe: PixelRecipe) -> Geometry:
+    """The `Geometry` of a `width` x `height` picture (upright) for `recipe`."""
+    model_h, model_w = recipe.size
     if recipe.resize == "squash":
-        if (w, h) != (width, height):
-            image = image.resize((width, height), resample)
-        return np.asarray(image, np.uint8)
+        return Geometry(None, (model_w, model_h), (0, 0, model_w, model_h))
+    w, h = width, height
     short, long = (w, h) if w <= h else (h, w)
+    band = None
     if long > MAX_ASPECT * short:
         # A 50,000 x 1 strip would be scaled to 11 million x 224 pixels before the crop keeps
         # its middle: keep only a middle band first, so memory follows the model input. Below
         # this aspect the result is open_clip's to the bit; above it, the same middle region.
-        band = MAX_ASPECT * short
+        long = MAX_ASPECT * short
         if w > h:
-            image = image.crop(((w - band) // 2, 0, (w - band) // 2 + band, h))
+            band = ((w - long) // 2, 0, (w - long) // 2 + long, h)
+            w = long
         else:
-            image = image.crop((0, (h - band) // 2, w, (h - band) // 2 + band))
-        w, h = image.size
-        long = band
+            band = (0, (h - long) // 2, w, (h - long) // 2 + long)
+            h = long
     # torchvision's rule for Resize(int): the shorter side becomes `height`, the longer is floored
-    new_short, new_long = height, int(height * long / short)
+    new_short, new_long = model_h, int(model_h * long / short)
     new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
-    if (new_w, new_h) != (w, h):
-        image = image.resize((new_w, new_h), resample)
-    top = int(round((new_h - height) / 2.0))
-    left = int(round((new_w - width) / 2.0))
-    return np.asarray(image.crop((left, top, left + width, top + height)), np.uint8)
+    top = int(round((new_h - model_h) / 2.0))
+    left = int(round((new_w - model_w) / 2.0))
+    return Geometry(band, (new_w, new_h), (left, top, left + model_w, top + model_h))
+
+
+def to_pixels(image: Image.Image, recipe: PixelRecipe) -> np.ndarray:
+    """Resize and crop an RGB image to the model input: uint8, shape (height, width, 3)."""
+    plan = geometry(*image.size, recipe)
+    if plan.band is not None:
+        image = image.crop(plan.band)
+    if plan.size != image.size:
+        image = image.resize(plan.size, _FILTERS[recipe.interpolation])
+    if plan.crop != (0, 0, *image.size):
+        image = image.crop(plan.crop)
+    return np.asarray(image, np.uint8)
 
 
 def _draft_request(width: int, height: int, min_side: int) -> tuple[int, int]:

@@ -12,7 +12,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
-from crossmodal.media.images import MAX_ASPECT, JpegBytes, PixelRecipe
+from crossmodal.media.images import JpegBytes, PixelRecipe, geometry
 
 if TYPE_CHECKING:
     import torch
@@ -127,27 +127,16 @@ def _decode(jpegs: Sequence[JpegBytes], part: list[int], device: str) -> list[to
 
 def shape(images: torch.Tensor, recipe: PixelRecipe) -> torch.Tensor:
     """`to_pixels` on upright (N, 3, h, w) uint8 images of one size: resized and cropped to the
-    recipe."""
-    height, width = recipe.size
-    h, w = images.shape[-2:]
-    if recipe.resize == "squash":
-        return _resize(images, height, width, recipe.interpolation)
-    short, long = min(h, w), max(h, w)
-    if long > MAX_ASPECT * short:  # the middle band `to_pixels` keeps
-        band = MAX_ASPECT * short
-        if w > h:
-            images = images[..., (w - band) // 2 : (w - band) // 2 + band]
-        else:
-            images = images[..., (h - band) // 2 : (h - band) // 2 + band, :]
-        h, w = images.shape[-2:]
-        long = band
-    new_short, new_long = height, int(height * long / short)  # torchvision's Resize(int) rule
-    new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
-    if (new_h, new_w) != (h, w):
-        images = _resize(images, new_h, new_w, recipe.interpolation)
-    top = int(round((new_h - height) / 2.0))
-    left = int(round((new_w - width) / 2.0))
-    return images[..., top : top + height, left : left + width]
+    recipe, by the same `geometry`."""
+    plan = geometry(images.shape[-1], images.shape[-2], recipe)
+    if plan.band is not None:
+        left, top, right, bottom = plan.band
+        images = images[..., top:bottom, left:right]
+    width, height = plan.size
+    if (height, width) != tuple(images.shape[-2:]):
+        images = _resize(images, height, width, recipe.interpolation)
+    left, top, right, bottom = plan.crop
+    return images[..., top:bottom, left:right]
 
 
 def _resize(images: torch.Tensor, height: int, width: int, interpolation: str) -> torch.Tensor:
