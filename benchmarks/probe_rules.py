@@ -57,7 +57,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--distribution", choices=["clustered", "soft", "uniform"], default="soft")
-    parser.add_argument("--text", action="store_true", help="text-like queries (Vectors.text_queries)")
+    parser.add_argument(
+        "--text", action="store_true", help="text-like queries (Vectors.text_queries)"
+    )
     parser.add_argument("--dir", default=os.path.join(tempfile.gettempdir(), "crossmodal-bench"))
     args = parser.parse_args()
 
