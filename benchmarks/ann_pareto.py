@@ -3,8 +3,10 @@
     python benchmarks/ann_pareto.py --rows 1000000 --kinds IVF_SQ IVF_PQ IVF_RQ IVF_HNSW_SQ
 
 One table of `--rows` synthetic 512-d rows (search_latency's "clustered" vectors: a shared
-direction, topics, a 64-d latent space, as CLIP embeddings have; or "uniform"), written through
-crossmodal.store. For each index kind it builds the index (timed), then for each probe count and
+direction, topics, a 64-d latent space; its photo-like "soft" ones, with blurred topics; or
+"uniform"), written through crossmodal.store and compacted as `crossmodal optimize` leaves a
+table. Queries are drawn like the rows, or off their cone as a text tower's are (`--text`). For
+each index kind it builds the index (timed), then for each probe count and
 refine factor measures, over the same queries, top-10 latency p50/p95 and recall@10 against exact
 search computed in numpy:
 - unfiltered;
@@ -144,6 +146,16 @@ def throughput(table, queries, nprobes, refine, clients: int = 4) -> float:  # t
     for t in threads:
         t.join()
     return done[0] / (time.perf_counter() - started)
+
+
+def compact(table) -> None:  # type: ignore[no-untyped-def]
+    """Compact the table as `crossmodal optimize` leaves one (a fragment per million rows):
+    `build_table` writes a fragment per 50k-row chunk, which a user's table never keeps, and
+    reads across 20 fragments cost a search 2-5 ms more (BENCHMARKS.md)."""
+    dataset = table.to_lance()
+    if len(dataset.get_fragments()) > 1 + dataset.count_rows() // (1 << 20):
+        dataset.optimize.compact_files(target_rows_per_fragment=1 << 20)
+        table.checkout_latest()
 
 
 def build_index(table, kind: str, rows: int, partition_rows: int) -> float:  # type: ignore[no-untyped-def]
@@ -301,8 +313,13 @@ def compare_query_apis(table, queries, truth, probes) -> None:  # type: ignore[n
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--distribution", choices=["clustered", "uniform"], default="clustered")
+    parser.add_argument(
+        "--distribution", choices=["clustered", "soft", "uniform"], default="clustered"
+    )
     parser.add_argument("--queries", type=int, default=100)
+    parser.add_argument(
+        "--text", action="store_true", help="text-like queries (Vectors.text_queries)"
+    )
     parser.add_argument(
         "--kinds",
         nargs="+",
@@ -336,7 +353,8 @@ def main() -> None:
     args = parser.parse_args()
 
     vectors = Vectors(args.distribution, topics=max(args.rows // 1000, 20))
-    queries = vectors.sample(args.queries, seed=10**9)
+    sample = vectors.text_queries if args.text else vectors.sample
+    queries = sample(args.queries, seed=10**9)
     path = Path(args.dir) / f"pareto-{args.distribution}-{args.rows}"
     load = build_table(path, args.rows, vectors, "2.1")
     print(f"{args.rows:,} {args.distribution} rows (load {load:.0f} s)", flush=True)
@@ -347,6 +365,7 @@ def main() -> None:
     store = Store.open(path)
     model = store.info("images").model
     table = store.images(model)._table
+    compact(table)
     for nprobes in {16, *args.probes}:
         for refine in {5, *args.refines}:
             store_table(path, nprobes, refine)

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from ann_pareto import build_index
+from ann_pareto import build_index, compact
 from search_latency import Vectors, build_table, exact_top10
 
 from crossmodal.store import Store, upkeep
@@ -34,9 +34,8 @@ def open_dataset(path: Path, rows: int, vectors: Vectors):  # type: ignore[no-un
     build_table(path, rows, vectors, "2.1")
     store = Store.open(path)
     table = store.images(store.info("images").model)._table
+    compact(table)
     if not any(c.columns == ["vector"] for c in table.list_indices()):
-        table.to_lance().optimize.compact_files(target_rows_per_fragment=1 << 20)
-        table.checkout_latest()
         build_index(table, "IVF_SQ", rows, 4096)
         upkeep.build_scalar_indexes(table)
         table.checkout_latest()
