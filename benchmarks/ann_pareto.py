@@ -169,7 +169,7 @@ def build_index(table, kind: str, rows: int, partition_rows: int) -> float:  # t
     configs = {
         "IVF_FLAT": index.IvfFlat,
         "IVF_SQ": index.IvfSq,
-        "IVF_RQ": index.IvfRq,
+        "IVF_RQ": functools.partial(index.IvfRq, num_bits=IndexPolicy().num_bits),
         "IVF_PQ": functools.partial(index.IvfPq, num_sub_vectors=64),
         "IVF_HNSW_SQ": index.HnswSq,
         "IVF_HNSW_PQ": functools.partial(index.HnswPq, num_sub_vectors=64),

@@ -6,12 +6,13 @@
 
 One table of `--rows` synthetic rows (search_latency's `Vectors`), written as the store writes
 them, then compacted as `crossmodal optimize` leaves a table (one fragment per million rows),
-with the store's default index (IVF_SQ, one partition per 4,096 rows, cosine) and scalar
-indexes. Reused when it exists. Each line is one probing rule over the same 100 queries, run on
-Lance's scanner as the store runs them (refine 5, names only): a fixed probe count, or
-"ratio e": every partition whose centroid's cosine distance is within (1 + e) of the nearest
-centroid's, between 2 and 64 (the query-aware pruning of SPANN, Chen et al. 2021). Prints the
-probes used, the rows they hold, p50 / p95 ms and recall@10 against exact search in numpy.
+with the IVF_SQ index the store defaulted to until 2026-12-05 (one partition per 4,096 rows,
+cosine) and scalar indexes. Reused when it exists. Each line is one probing rule over the same
+100 queries, run on Lance's scanner as the store runs them (refine 5, names only): a fixed
+probe count, or "ratio e": every partition whose centroid's cosine distance is within (1 + e)
+of the nearest centroid's, between 2 and 64 (the query-aware pruning of SPANN, Chen et al.
+2021). Prints the probes used, the rows they hold, p50 / p95 ms and recall@10 against exact
+search in numpy.
 """
 
 from __future__ import annotations

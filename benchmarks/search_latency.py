@@ -355,7 +355,9 @@ def main() -> None:
     )
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--partition-rows", type=int, default=IndexPolicy().partition_rows)
-    parser.add_argument("--index-type", default="IVF_SQ", choices=["IVF_SQ", "IVF_RQ", "IVF_PQ"])
+    parser.add_argument(
+        "--index-type", default=IndexPolicy().index_type, choices=["IVF_SQ", "IVF_RQ", "IVF_PQ"]
+    )
     parser.add_argument("--flat-queries", type=int, default=30)
     parser.add_argument(
         "--compare",

@@ -1,4 +1,4 @@
-"""The vector index policy: exact while small, IVF_SQ once large, exact cosine scores either way,
+"""The vector index policy: exact while small, IVF_RQ once large, exact cosine scores either way,
 and correct results while rows are added and removed."""
 
 from dataclasses import replace
@@ -72,7 +72,7 @@ def test_small_tables_stay_exact_and_large_ones_get_an_index(tmp_path):
     assert state.keyword_columns == ("folder", "name")  # keyword search works at any size
     table.upsert(rows(300, 200), vectors(300, 200))
     state = table.maintain_index()
-    assert (state.rows, state.vector_index, state.unindexed_rows) == (500, "IVF_SQ", 0)
+    assert (state.rows, state.vector_index, state.unindexed_rows) == (500, "IVF_RQ", 0)
     assert state.scalar_columns == ("folder", "format", "path", "taken_at")
 
 
@@ -89,7 +89,7 @@ def test_a_folder_or_date_filter_is_answered_from_a_scalar_index_not_a_scan(tabl
 
 def test_ann_scores_are_exact_cosine_and_recall_is_high(table):
     table.maintain_index()
-    assert table.index_state().vector_index == "IVF_SQ"
+    assert table.index_state().vector_index == "IVF_RQ"
     matrix = np.concatenate([vectors(0, 300), vectors(300, 300)])  # as the fixture wrote them
     queries = vectors(10_000, 20)
     found = 0
@@ -214,11 +214,26 @@ def test_an_outgrown_index_is_retrained_with_more_partitions(table):
     state = table.maintain_index()
     assert (state.rows, state.vector_index, state.partitions, state.unindexed_rows) == (
         1300,
-        "IVF_SQ",
+        "IVF_RQ",
         13,
         0,
     )
     assert len([c for c in table._table.list_indices() if c.columns == ["vector"]]) == 1
+
+
+def test_an_index_of_an_older_default_type_is_rebuilt_as_the_policy_asks(tmp_path):
+    old = Store.open(tmp_path / "db", create=True, policy=replace(POLICY, index_type="IVF_SQ"))
+    table = old.images(IDENTITY, create=True)
+    table.append(rows(0, 600), vectors(0, 600))
+    assert table.maintain_index().vector_index == "IVF_SQ"
+    assert table.maintain_index().vector_index == "IVF_SQ"  # the same policy: left alone
+    table = Store.open(tmp_path / "db", policy=POLICY).images(IDENTITY)
+    state = table.maintain_index()
+    assert (state.vector_index, state.partitions, state.unindexed_rows) == ("IVF_RQ", 6, 0)
+    assert len([c for c in table._table.list_indices() if c.columns == ["vector"]]) == 1
+    query = vectors(10_000, 1)[0]
+    expected, _ = exact(vectors(0, 600), query, 1)
+    assert table.nearest(query, 1)[0][0].name == f"img_{expected[0]:05d}.jpg"
 
 
 def test_a_large_table_folds_a_few_new_rows_only_once_there_are_enough(tmp_path):

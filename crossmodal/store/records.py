@@ -31,13 +31,16 @@ class IndexPolicy:
     """When a table gets an ANN index, and how searches use it.
 
     Below `min_rows` a search is an exact scan, fast enough at that size. Above, an IVF index
-    with cosine distance picks candidates (IVF_SQ: 8-bit scalar codes), and `refine_factor`
-    times `k` of them are re-scored on their full vectors, so scores are exact cosine
-    similarities and the ranking is exact among the candidates.
+    with cosine distance picks candidates (IVF_RQ: RaBitQ codes of `num_bits` bits a
+    dimension), and `refine_factor` times `k` of them are re-scored on their full vectors, so
+    scores are exact cosine similarities and the ranking is exact among the candidates.
     """
 
     min_rows: int = 10_000
-    index_type: str = "IVF_SQ"  # or IVF_RQ (1-bit RaBitQ: smaller, less recall), IVF_PQ
+    # IVF_RQ with 4-bit codes searched 1.4-1.7x faster than IVF_SQ (8-bit codes) at the same
+    # recall at 1M rows; 1-bit codes lost the text queries' neighbours (BENCHMARKS.md).
+    index_type: str = "IVF_RQ"  # or IVF_SQ, IVF_PQ
+    num_bits: int = 4  # IVF_RQ's bits per dimension
     partition_rows: int = 4_096  # rows per IVF partition when the index is trained
     nprobes: int = 16  # partitions searched per query (more are searched if a filter needs it)
     refine_factor: int = 5

@@ -6,7 +6,9 @@ Works on a LanceDB table handed over by `crossmodal.store.tables`; callers use t
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -94,14 +96,18 @@ def build_indexes(table: Any, policy: IndexPolicy, *, keywords_only: bool = Fals
 
 def maintain(table: Any, policy: IndexPolicy, *, force: bool = False) -> IndexState:
     """What to call after writes: builds the ANN index once the table is large enough,
-    folds new rows into existing indexes, retrains one the table has outgrown, and
+    folds new rows into existing indexes, retrains one the table has outgrown or one of
+    another type than the policy's (a table indexed before the default changed), and
     compacts the files. Cheap when nothing changed. On a large table, a few new rows wait
     until there are enough of them to be worth a fold (`IndexPolicy.fold_fraction`) unless
     `force` is set."""
     state = index_state(table)
     trained = (state.partitions or 0) * policy.partition_rows
-    if (state.vector_index is None and state.rows >= policy.min_rows) or (
-        state.partitions and state.rows > policy.retrain_growth * trained
+    outgrown = bool(state.partitions) and state.rows > policy.retrain_growth * trained
+    if (
+        (state.vector_index is None and state.rows >= policy.min_rows)
+        or outgrown
+        or state.vector_index not in (None, policy.index_type)
     ):
         _compact(table)  # first: an index built on compacted files is faster to search
         return build_indexes(table, policy)
@@ -138,7 +144,11 @@ def _compact(table: Any) -> None:
 def _build_vector_index(table: Any, policy: IndexPolicy, rows: int) -> None:
     from lancedb import index
 
-    configs = {"IVF_SQ": index.IvfSq, "IVF_RQ": index.IvfRq, "IVF_PQ": index.IvfPq}
+    configs: dict[str, Callable[..., Any]] = {
+        "IVF_SQ": index.IvfSq,
+        "IVF_RQ": functools.partial(index.IvfRq, num_bits=policy.num_bits),
+        "IVF_PQ": index.IvfPq,
+    }
     if policy.index_type not in configs:
         raise CrossmodalError(
             f"unknown index type {policy.index_type!r}; choose {', '.join(configs)}"
