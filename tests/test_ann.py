@@ -236,6 +236,24 @@ def test_an_index_of_an_older_default_type_is_rebuilt_as_the_policy_asks(tmp_pat
     assert table.nearest(query, 1)[0][0].name == f"img_{expected[0]:05d}.jpg"
 
 
+def test_vectors_ivf_rq_cannot_take_get_ivf_sq_once_and_keep_it(tmp_path, monkeypatch):
+    from crossmodal.store import upkeep
+
+    builds = []
+    build = upkeep._build_vector_index
+    monkeypatch.setattr(upkeep, "_build_vector_index", lambda *a: builds.append(a[2]) or build(*a))
+    identity = ModelIdentity("narrow", "narrow", 12, "none")  # IVF_RQ needs a multiple of 8
+    table = Store.open(tmp_path / "db", create=True, policy=POLICY).images(identity, create=True)
+    narrow = np.random.default_rng(3).standard_normal((600, 12)).astype(np.float32)
+    narrow /= np.linalg.norm(narrow, axis=1, keepdims=True)
+    table.append(rows(0, 600), narrow)
+    assert table.maintain_index().vector_index == "IVF_SQ"
+    assert table.maintain_index().vector_index == "IVF_SQ"
+    assert builds == [600]  # the second upkeep did not rebuild it
+    expected, _ = exact(narrow, narrow[7], 1)
+    assert table.nearest(narrow[7], 1)[0][0].name == f"img_{expected[0]:05d}.jpg"
+
+
 def test_a_large_table_folds_a_few_new_rows_only_once_there_are_enough(tmp_path):
     policy = IndexPolicy(
         min_rows=400, partition_rows=100, nprobes=4, fold_below_rows=500, fold_fraction=0.01

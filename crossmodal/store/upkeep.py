@@ -15,6 +15,7 @@ from typing import Any
 from crossmodal.errors import CrossmodalError
 from crossmodal.store.records import FilterReach, IndexPolicy, IndexState
 
+INDEX_TYPES = ("IVF_RQ", "IVF_SQ", "IVF_PQ")  # the ANN indexes a policy may ask for
 FTS_COLUMNS = ("name", "folder", "label")  # what keyword (hybrid) search reads
 # what filters ask: a folder filter is a prefix range on `folder` (without its index a filtered
 # query at 1M rows scanned every folder name first: 24 of its 30 ms), a date one on `taken_at`
@@ -107,7 +108,7 @@ def maintain(table: Any, policy: IndexPolicy, *, force: bool = False) -> IndexSt
     if (
         (state.vector_index is None and state.rows >= policy.min_rows)
         or outgrown
-        or state.vector_index not in (None, policy.index_type)
+        or state.vector_index not in (None, vector_index_type(policy, _dimension(table)))
     ):
         _compact(table)  # first: an index built on compacted files is faster to search
         return build_indexes(table, policy)
@@ -141,6 +142,23 @@ def _compact(table: Any) -> None:
     table.optimize(cleanup_older_than=timedelta(minutes=10))
 
 
+def vector_index_type(policy: IndexPolicy, dimension: int) -> str:
+    """The ANN index a table of `dimension`-wide vectors gets: the policy's, but IVF_SQ where
+    LanceDB's IVF_RQ cannot take the width (it needs a multiple of 8; CLIP's 512, 768 and
+    1024 all are, a custom or test model may not be)."""
+    if policy.index_type not in INDEX_TYPES:
+        raise CrossmodalError(
+            f"unknown index type {policy.index_type!r}; choose {', '.join(INDEX_TYPES)}"
+        )
+    if policy.index_type == "IVF_RQ" and dimension % 8:
+        return "IVF_SQ"
+    return policy.index_type
+
+
+def _dimension(table: Any) -> int:
+    return int(table.schema.field("vector").type.list_size)
+
+
 def _build_vector_index(table: Any, policy: IndexPolicy, rows: int) -> None:
     from lancedb import index
 
@@ -149,10 +167,7 @@ def _build_vector_index(table: Any, policy: IndexPolicy, rows: int) -> None:
         "IVF_RQ": functools.partial(index.IvfRq, num_bits=policy.num_bits),
         "IVF_PQ": index.IvfPq,
     }
-    if policy.index_type not in configs:
-        raise CrossmodalError(
-            f"unknown index type {policy.index_type!r}; choose {', '.join(configs)}"
-        )
+    kind = vector_index_type(policy, _dimension(table))
     partitions = max(1, rows // policy.partition_rows)
     for config in table.list_indices():
         if config.columns == ["vector"] and config.name != f"vector_p{partitions}":
@@ -160,7 +175,7 @@ def _build_vector_index(table: Any, policy: IndexPolicy, rows: int) -> None:
             table.drop_index(config.name)
     table.create_index(
         "vector",
-        config=configs[policy.index_type](distance_type="cosine", num_partitions=partitions),
+        config=configs[kind](distance_type="cosine", num_partitions=partitions),
         replace=True,
         # LanceDB does not report the partition count; the name keeps it for retraining
         name=f"vector_p{partitions}",
